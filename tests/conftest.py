@@ -1,0 +1,34 @@
+"""Shared fixtures: every test that writes runs gets its own project folder and MLflow store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Small and fast: timm's tiny test ResNet on digits, one short epoch.
+FAST = ["backbone=resnet_tiny", "trainer.epochs=1", "trainer.batch_size=32",
+        "trainer.progress=false"]
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """A fresh working folder (outputs/ and mlflow.db land here) with no tracking URI set."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def xferlab(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess, as a user would."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run([sys.executable, "-m", "xferlab.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def store_uri(folder: Path) -> str:
+    return f"sqlite:///{folder / 'outputs' / 'mlflow.db'}"

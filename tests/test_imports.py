@@ -1,0 +1,51 @@
+"""The module table of DESIGN.md §3: library modules import only what it allows."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "xferlab"
+ALLOWED = {
+    "config": set(), "data": set(), "backbones": set(), "heads": set(), "freezing": set(),
+    "optim": {"freezing"}, "tracking": {"_plots"}, "_plots": set(),
+    "engine": {"freezing", "optim"}, "features": {"data", "backbones"}, "tune": {"tracking"},
+    "report": {"tracking"},
+}
+
+
+def _module(path: Path) -> str:
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("xferlab"):
+            parts = node.module.split(".")
+            if len(parts) > 1:
+                found.add(parts[1])
+            else:
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names
+                         if a.name.startswith("xferlab."))
+    return found
+
+
+def test_library_modules_import_only_what_the_design_allows():
+    files = [p for p in PACKAGE.rglob("*.py") if _module(p) in ALLOWED]
+    assert len(files) >= 8
+    bad = [f"{p.relative_to(PACKAGE)} imports xferlab.{dep}" for p in files
+           for dep in _imports(p) - ALLOWED[_module(p)] - {_module(p)}]
+    assert bad == []
+
+
+def test_cli_help_does_not_import_heavy_libraries():
+    import subprocess
+    import sys
+
+    code = ("import sys; from xferlab import cli; cli.main(['--help']); "
+            "print(sorted(m for m in ('torch', 'timm', 'mlflow', 'optuna') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -1,0 +1,228 @@
+"""Config schemas (registered in Hydra's ConfigStore), their validation, and `ConfigError`.
+
+Every YAML under conf/ merges into these dataclasses, so a typo in a key or a value of the wrong
+type fails at composition. Ranges and choices are checked by `validate`, which lists every
+problem at once with the key, the value, what is allowed and a close match.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ConfigError(Exception):
+    """A user error in the configuration: one line per problem, each naming key, value and fix."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass
+class BackboneConfig:
+    name: str = MISSING  # any timm model name
+    pretrained: str = "none"  # none | timm | timm:<tag> | file:<path> | mlflow:<uri> | source:<set>
+    drop_path_rate: float = 0.0
+
+
+@dataclass
+class HeadConfig:
+    kind: str = "linear"  # linear | mlp | cosine
+    hidden: int = 256  # mlp
+    dropout: float = 0.0  # mlp
+    scale: float = 16.0  # cosine: logit scale
+    learn_scale: bool = True  # cosine
+
+
+@dataclass
+class FreezeConfig:
+    strategy: str = "full"
+    k: int = 2  # last_k: trainable layer groups besides the head
+    every: int = 1  # gradual: epochs between unfreezing one more group
+    lp_epochs: int = 2  # lp_ft: epochs of linear probing before fine-tuning
+    ft_lr_scale: float = 0.1  # lp_ft: backbone lr scale in the fine-tuning phase
+    decay: float = 0.75  # layer_decay: lr scale is decay ** depth from the head
+    norms: bool = False  # bitfit: norm affine parameters train too
+    rank: int = 8  # lora
+    alpha: float = 16.0  # lora
+    targets: list[str] | None = None  # lora: module name patterns; null = every conv/linear in blocks
+
+
+@dataclass
+class DataConfig:
+    kind: str = MISSING  # digits | glyphs | image_folder | torchvision
+    name: str = MISSING  # display name; the dataset class name for torchvision
+    num_classes: int | None = None  # stated by the option; null = whatever the data holds
+    image_size: int = 32
+    in_chans: int = 1
+    fraction: float = 1.0  # of the training split, stratified and nested per subset_seed
+    shots: int | None = None  # images per class instead of a fraction
+    subset_seed: int = 0
+    seed: int = 0  # generation and split seed (fixed test split per seed)
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    augment: str = "none"  # none | light | randaugment
+    size: int = 40000  # glyphs: images generated
+    charset: str = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # glyphs
+    root: str | None = None  # image_folder / torchvision
+    val_root: str | None = None
+    test_root: str | None = None
+    download: bool = False  # torchvision
+
+
+@dataclass
+class L2SPConfig:
+    alpha: float = 0.0  # pull of the backbone towards its pretrained weights
+    beta: float = 0.0  # pull of the head towards zero
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9  # sgd
+    label_smoothing: float = 0.0
+    l2sp: L2SPConfig = field(default_factory=L2SPConfig)
+
+
+@dataclass
+class SchedConfig:
+    name: str = "cosine"  # cosine | constant
+    warmup_frac: float = 0.0  # share of all steps spent warming up linearly
+    min_lr_ratio: float = 0.0  # cosine floor as a share of the peak lr
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    max_steps: int | None = None  # a fixed step budget; overrides epochs when set
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    threads: int | None = None  # torch intra-op threads; null = torch's default
+    progress: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    experiment: str = "xferlab"
+    uri: str | None = None  # null = sqlite:///outputs/mlflow.db (or MLFLOW_TRACKING_URI)
+    enabled: bool = True
+
+
+@dataclass
+class Config:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: int = 0
+
+
+def register() -> None:
+    """Make the schema available as `xferlab_schema` to conf/config.yaml's defaults list."""
+    ConfigStore.instance().store(name="xferlab_schema", node=Config)
+
+
+CHOICES = {
+    "head.kind": ("linear", "mlp", "cosine"),
+    "freeze.strategy": (
+        "full", "scratch", "linear_probe", "last_k", "gradual", "lp_ft", "layer_decay", "bitfit",
+        "lora",
+    ),
+    "data.kind": ("digits", "glyphs", "image_folder", "torchvision"),
+    "data.augment": ("none", "light", "randaugment"),
+    "optim.name": ("adamw", "sgd"),
+    "sched.name": ("cosine", "constant"),
+    "trainer.device": ("auto", "cpu", "cuda"),
+    "trainer.precision": ("auto", "fp32", "bf16"),
+}
+PRETRAINED_KINDS = ("none", "timm", "file", "mlflow", "source")
+
+
+def close_match(value: str, allowed: list[str] | tuple[str, ...]) -> str:
+    """' (did you mean X?)' when a close match exists, else ''."""
+    match = difflib.get_close_matches(str(value), list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _get(cfg: Any, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def validate(cfg: Any) -> list[str]:
+    """Every range and choice problem of a composed config, one line each."""
+    problems = []
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            problems.append(
+                f"{key}={value!r} is not one of {', '.join(allowed)}{close_match(value, allowed)}"
+            )
+
+    def check(key: str, ok: bool, allowed: str) -> None:
+        if not ok:
+            problems.append(f"{key}={_get(cfg, key)!r} is out of range: {allowed}")
+
+    d, t, f = cfg.data, cfg.trainer, cfg.freeze
+    check("data.fraction", 0 < d.fraction <= 1, "use 0 < data.fraction <= 1 (e.g. 0.05)")
+    if d.shots is not None:
+        check("data.shots", d.shots >= 1, "use a whole number of images per class >= 1")
+        if d.fraction != 1.0:
+            problems.append(
+                f"data.fraction={d.fraction} and data.shots={d.shots} are both set: "
+                "choose one (data.shots=null or data.fraction=1.0)"
+            )
+    check("data.val_fraction", 0 < d.val_fraction < 1, "use 0 < data.val_fraction < 1")
+    check("data.test_fraction", 0 < d.test_fraction < 1, "use 0 < data.test_fraction < 1")
+    check("data.image_size", d.image_size >= 8, "use data.image_size >= 8")
+    check("data.in_chans", d.in_chans in (1, 3), "use data.in_chans=1 or 3")
+    if d.num_classes is not None:
+        check("data.num_classes", d.num_classes >= 2, "a classification task needs >= 2 classes")
+    check("trainer.epochs", t.epochs >= 1, "use trainer.epochs >= 1")
+    check("trainer.batch_size", t.batch_size >= 2, "use trainer.batch_size >= 2")
+    check("trainer.eval_batch_size", t.eval_batch_size >= 1, "use trainer.eval_batch_size >= 1")
+    if t.max_steps is not None:
+        check("trainer.max_steps", t.max_steps >= 1, "use trainer.max_steps >= 1 or null")
+    check("optim.lr", cfg.optim.lr > 0, "use a learning rate > 0 (e.g. optim.lr=1e-3)")
+    check("optim.weight_decay", cfg.optim.weight_decay >= 0, "use optim.weight_decay >= 0")
+    check("optim.label_smoothing", 0 <= cfg.optim.label_smoothing < 1, "use 0 <= value < 1")
+    check("optim.l2sp.alpha", cfg.optim.l2sp.alpha >= 0, "use optim.l2sp.alpha >= 0")
+    check("optim.l2sp.beta", cfg.optim.l2sp.beta >= 0, "use optim.l2sp.beta >= 0")
+    check("sched.warmup_frac", 0 <= cfg.sched.warmup_frac < 1, "use 0 <= sched.warmup_frac < 1")
+    check("sched.min_lr_ratio", 0 <= cfg.sched.min_lr_ratio <= 1, "use 0 <= value <= 1")
+    check("freeze.k", f.k >= 0, "use freeze.k >= 0")
+    check("freeze.every", f.every >= 1, "use freeze.every >= 1")
+    check("freeze.lp_epochs", f.lp_epochs >= 0, "use freeze.lp_epochs >= 0")
+    check("freeze.ft_lr_scale", f.ft_lr_scale > 0, "use freeze.ft_lr_scale > 0")
+    check("freeze.decay", 0 < f.decay <= 1, "use 0 < freeze.decay <= 1")
+    check("freeze.rank", f.rank >= 1, "use freeze.rank >= 1")
+    check("head.dropout", 0 <= cfg.head.dropout < 1, "use 0 <= head.dropout < 1")
+    check("head.hidden", cfg.head.hidden >= 1, "use head.hidden >= 1")
+    kind = cfg.backbone.pretrained.split(":", 1)[0]
+    if kind not in PRETRAINED_KINDS:
+        problems.append(
+            f"backbone.pretrained={cfg.backbone.pretrained!r} is not a known source: use none, "
+            f"timm, timm:<tag>, file:<path>, mlflow:<uri> or source:<set>"
+            f"{close_match(kind, PRETRAINED_KINDS)}"
+        )
+    elif kind in ("file", "mlflow", "source") and ":" not in cfg.backbone.pretrained:
+        problems.append(f"backbone.pretrained={kind!r} needs a value: write {kind}:<...>")
+    if d.kind == "image_folder" and not d.root:
+        problems.append("data.root is not set: data=image_folder needs data.root=<folder of "
+                        "class sub-folders>")
+    return problems

@@ -1,0 +1,143 @@
+"""The fit / evaluate loop over in-memory uint8 tensors, with per-epoch freezing plans."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from xferlab.freezing import LayerGroup, Plan, apply_plan, train_mode
+from xferlab.optim import lr_factor, set_lr
+
+
+@dataclass
+class Loop:
+    """What the loop needs besides the model: how to feed it and how to step."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    device: torch.device
+    bf16: bool = False
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    label_smoothing: float = 0.0
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    penalty: Callable[[], torch.Tensor] | None = None  # e.g. L2-SP, added to the loss
+    progress: bool = True
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> normalised float on the device."""
+        mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
+        x = images.to(self.device, non_blocking=True).float().div_(255)
+        return (x - mean) / std
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else nullcontext()
+
+
+@dataclass
+class History:
+    best_val_acc: float = -1.0
+    best_epoch: int = -1
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             loop: Loop) -> tuple[float, float, torch.Tensor]:
+    """Mean loss, accuracy and the predictions (N,) over one split."""
+    model.eval()
+    total_loss, preds = 0.0, []
+    for start in range(0, len(labels), loop.eval_batch_size):
+        x = loop.prepare(images[start:start + loop.eval_batch_size])
+        y = labels[start:start + loop.eval_batch_size].to(loop.device)
+        with loop.autocast():
+            logits = model(x).float()
+        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+        preds.append(logits.argmax(1).cpu())
+    pred = torch.cat(preds)
+    return total_loss / len(labels), (pred == labels).float().mean().item(), pred
+
+
+def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int], Plan],
+        optimizer: torch.optim.Optimizer, train: tuple[torch.Tensor, torch.Tensor],
+        val: tuple[torch.Tensor, torch.Tensor], loop: Loop, epochs: int, max_steps: int | None,
+        base_lr: float, schedule: Callable[[int, int], float], seed: int,
+        on_epoch: Callable[[int, dict[str, float]], None]) -> History:
+    """Train for `epochs` (or exactly `max_steps` steps), keeping the best-validation weights.
+
+    `plan_for(epoch)` gives the freezing plan; it is applied only when it changes, so the
+    optimizer (and the state of groups that already trained) is never rebuilt.
+    """
+    images, labels = train
+    # drop_last so a batch of one never reaches BatchNorm in training mode
+    steps_per_epoch = max(1, len(labels) // loop.batch_size)
+    batch = min(loop.batch_size, len(labels))
+    total_steps = max_steps or epochs * steps_per_epoch
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    generator = torch.Generator().manual_seed(seed)
+    history, plan, step = History(), None, 0
+    bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
+                   MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
+                   TimeRemainingColumn(), disable=not loop.progress, transient=True)
+    with bar:
+        task = bar.add_task("fit", total=total_steps, epoch=0, epochs=epochs, loss=float("nan"))
+        for epoch in range(epochs):
+            if plan_for(epoch) != plan:
+                plan = plan_for(epoch)
+                trainable = apply_plan(model, groups, plan, optimizer)
+            train_mode(model, groups, plan)
+            started, seen = time.perf_counter(), 0
+            loss_sum = torch.zeros((), device=loop.device)
+            order = torch.randperm(len(labels), generator=generator)
+            n_steps = min(steps_per_epoch, total_steps - step)
+            for i in range(n_steps):
+                idx = order[i * batch:(i + 1) * batch]
+                x = images[idx]
+                if loop.augment is not None:
+                    x = loop.augment(x, generator)
+                x, y = loop.prepare(x), labels[idx].to(loop.device)
+                set_lr(optimizer, base_lr, schedule(step, total_steps))
+                with loop.autocast():
+                    loss = F.cross_entropy(model(x).float(), y,
+                                           label_smoothing=loop.label_smoothing)
+                if loop.penalty is not None:
+                    loss = loss + loop.penalty()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                # accumulate on the device: a .item() per step would sync every step
+                loss_sum += loss.detach().float() * len(idx)
+                seen += len(idx)
+                step += 1
+                if loop.progress and i % 10 == 0:
+                    bar.update(task, loss=loss.item())
+                bar.update(task, advance=1, epoch=epoch + 1)
+            elapsed = time.perf_counter() - started
+            val_loss, val_acc, _ = evaluate(model, *val, loop)
+            if val_acc > history.best_val_acc:
+                history.best_val_acc, history.best_epoch = val_acc, epoch
+                history.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            metrics = {"train/loss": (loss_sum / seen).item(), "val/loss": val_loss,
+                       "val/acc": val_acc, "val/acc_best": history.best_val_acc,
+                       "time/epoch_s": elapsed, "throughput/img_s": seen / elapsed,
+                       "params/trainable": float(trainable)}
+            metrics.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
+            history.epochs.append(metrics)
+            on_epoch(epoch, metrics)
+    return history
+
+
+def lr_schedule(name: str, warmup_frac: float, min_lr_ratio: float) -> Callable[[int, int], float]:
+    """The schedule as a pure function of (step, total_steps): exact on resume."""
+    return lambda step, total: lr_factor(step, total, name=name, warmup_frac=warmup_frac,
+                                         min_lr_ratio=min_lr_ratio)

@@ -1,0 +1,127 @@
+"""The steps recipes share: checks, device, data and model from a config, names and summary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from xferlab import backbones, config, data, heads, tracking
+from xferlab.freezing import add_lora
+
+# Errors that are the user's to fix: one line, exit code 2, no traceback, no MLflow run.
+USER_ERRORS = (config.ConfigError, data.DataError, backbones.WeightsError,
+               backbones.BackboneError)
+
+
+def exit_user_error(err: Exception) -> NoReturn:
+    for line in str(err).splitlines():
+        print(f"xferlab: error: {line}", file=sys.stderr)
+    sys.exit(2)
+
+
+def preflight(cfg: DictConfig) -> list[str]:
+    """Every problem of a composed config that can be seen before building anything."""
+    problems = config.validate(cfg)
+    name_problem = backbones.check_model_name(cfg.backbone.name)
+    if name_problem:
+        problems.append(name_problem)
+    source = cfg.backbone.pretrained
+    if source.startswith("file:") and not Path(source[5:]).expanduser().is_file():
+        problems.append(f"backbone.pretrained={source!r}: no such file; give the path of a "
+                        ".safetensors, .pth or .bin weights file")
+    return problems
+
+
+def device_and_precision(trainer: DictConfig) -> tuple[torch.device, bool]:
+    """The device to use, and whether to autocast to bf16 (CUDA only)."""
+    if trainer.device == "cuda" and not torch.cuda.is_available():
+        raise config.ConfigError(["trainer.device='cuda' but no CUDA device is visible: use "
+                                  "trainer.device=auto or cpu"])
+    use_cuda = trainer.device == "cuda" or (trainer.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if use_cuda else "cpu")
+    bf16 = use_cuda and trainer.precision in ("auto", "bf16")
+    return device, bf16
+
+
+def load_data(d: DictConfig) -> data.Datasets:
+    ds = data.load_dataset(
+        d.kind, name=d.name, image_size=d.image_size, in_chans=d.in_chans, seed=d.seed,
+        val_fraction=d.val_fraction, test_fraction=d.test_fraction, size=d.size,
+        charset=d.charset, root=d.root, val_root=d.val_root, test_root=d.test_root,
+        download=d.download, cache_dir=Path("outputs/cache"),
+    )
+    if d.num_classes is not None and d.num_classes != ds.num_classes:
+        raise data.DataError(f"data.num_classes={d.num_classes} but {d.name} holds "
+                             f"{ds.num_classes} classes: set data.num_classes={ds.num_classes}")
+    return ds
+
+
+def build_model(cfg: DictConfig, ds: data.Datasets) -> tuple[heads.TransferModel,
+                                                              backbones.LoadReport]:
+    """Backbone from its pretrained source (none for `scratch`), LoRA if asked, and the head."""
+    pretrained = "none" if cfg.freeze.strategy == "scratch" else cfg.backbone.pretrained
+    backbone, report = backbones.create_backbone(
+        cfg.backbone.name, pretrained=pretrained, in_chans=ds.in_chans,
+        image_size=ds.image_size, drop_path_rate=cfg.backbone.drop_path_rate)
+    if cfg.freeze.strategy == "lora":
+        backbone = add_lora(backbone, rank=cfg.freeze.rank, alpha=cfg.freeze.alpha,
+                            targets=list(cfg.freeze.targets) if cfg.freeze.targets else None)
+    h = cfg.head
+    head = heads.make_head(h.kind, backbone.num_features, ds.num_classes, hidden=h.hidden,
+                           dropout=h.dropout, scale=h.scale, learn_scale=h.learn_scale)
+    return heads.TransferModel(backbone, head), report
+
+
+def augmenter(mode: str):
+    if mode == "none":
+        return None
+    return lambda images, generator: data.augment(images, mode, generator)
+
+
+def choices() -> dict[str, str]:
+    """Hydra's group choices of this job ({} outside a Hydra app)."""
+    if not HydraConfig.initialized():
+        return {}
+    return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items()
+            if not k.startswith("hydra/") and v is not None}
+
+
+def overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def run_name(cfg: DictConfig) -> str:
+    """e.g. resnet18·lp_ft·f0.05·s1: the choices a researcher scans for in the UI."""
+    amount = f"k{cfg.data.shots}" if cfg.data.shots else f"f{cfg.data.fraction:g}"
+    backbone = choices().get("backbone", cfg.backbone.name)
+    return f"{backbone}·{cfg.freeze.strategy}·{amount}·s{cfg.seed}"
+
+
+def run_tags(report: backbones.LoadReport) -> dict[str, str]:
+    tags = {f"choice.{k}": v for k, v in choices().items()}
+    tags.update(tracking.git_tags(Path.cwd()))
+    tags["overrides"] = " ".join(overrides()) or "(none)"
+    tags["weights.source"] = report.source
+    tags["weights.digest"] = report.digest or "none"
+    tags["weights.missing_keys"] = str(len(report.missing))
+    tags["weights.unexpected_keys"] = str(len(report.unexpected))
+    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+        tags["sweep.id"] = Path(HydraConfig.get().sweep.dir).name
+        tags["sweep.job"] = str(HydraConfig.get().job.num)
+    return tags
+
+
+def print_summary(cfg: DictConfig, run_id: str, test_acc: float, history) -> None:
+    table = Table(title=f"xferlab · {run_name(cfg)}", show_header=False)
+    table.add_row("test/acc", f"{test_acc:.4f}")
+    table.add_row("val/acc_best", f"{history.best_val_acc:.4f} (epoch {history.best_epoch})")
+    table.add_row("MLflow run", f"{run_id} in experiment '{cfg.tracking.experiment}'")
+    table.add_row("open the UI", "xferlab ui")
+    Console(stderr=False).print(table)

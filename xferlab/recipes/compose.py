@@ -1,0 +1,98 @@
+"""Compose configs the way `xferlab train` will, and turn Hydra's errors into one-line fixes.
+
+The CLI composes every job of a launch up front, so a typo in a grid fails in a second with
+exit code 2 instead of after the first jobs have trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from xferlab.config import ConfigError, close_match, register
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override list of each job Hydra will launch (one job unless multirun)."""
+    if not multirun:
+        return [overrides]
+    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(overrides),
+                                           None)
+    return [job for batch in batches for job in batch]
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """The job's config without Hydra's node, or ConfigError listing every bad override."""
+    register()
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    problems = [p for o in parsed if (p := _group_problem(o.key_or_group, o.value()))]
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return _compose(overrides)
+    except (HydraException, OmegaConfBaseException):
+        pass
+    # Find which overrides fail, each against the groups the user chose.
+    groups = [o.input_line for o in parsed if _is_group(o.key_or_group)]
+    base = _compose(groups)
+    for o in parsed:
+        if _is_group(o.key_or_group):
+            continue
+        try:
+            _compose([*groups, o.input_line])
+        except (HydraException, OmegaConfBaseException) as err:
+            problems.append(_explain(o.key_or_group, o.value(), err, base))
+    raise ConfigError(problems or [f"cannot compose {' '.join(overrides)}"])
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    # return_hydra_config so that hydra.* overrides (launchers, sweep dirs) are checked too
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def _is_group(key: str) -> bool:
+    return (CONF_DIR / key).is_dir()
+
+
+def options(group: str) -> list[str]:
+    """The options of a config group, found recursively (e.g. 'sub/option')."""
+    root = CONF_DIR / group
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def _group_problem(key: str, value: object) -> str | None:
+    if not _is_group(key) or not isinstance(value, str) or value in options(key):
+        return None
+    allowed = options(key)
+    return (f"{key}={value!r} is not an option of '{key}': choose one of "
+            f"{', '.join(allowed)}{close_match(value, allowed)}")
+
+
+def _explain(key: str, value: object, err: Exception, base: DictConfig) -> str:
+    """One line naming the key, the value and the fix."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(base, parent_key) if parent_key else base
+    if not key.startswith("hydra") and isinstance(parent, DictConfig) and leaf not in parent:
+        siblings = [f"{parent_key}.{k}" if parent_key else k for k in parent.keys()]
+        return (f"{key} is not a config key{close_match(key, siblings)}; "
+                f"see `xferlab train --cfg job` for every key")
+    cause = err.__cause__ or err
+    reason = str(cause).splitlines()[0]
+    if key.startswith("hydra"):
+        return f"{key}={value!r}: {reason}"
+    expected = OmegaConf.select(base, key)
+    kind = type(expected).__name__ if expected is not None else "a valid value"
+    return f"{key}={value!r} is invalid ({reason}); give {kind} like {key}={expected!r}"

@@ -1,0 +1,116 @@
+"""`xferlab train`: one fine-tuning run, read top to bottom.
+
+data -> model (timm backbone, num_classes=0, plus a head) -> optimizer and schedule ->
+epochs of train / validate under the freezing plan -> test with the best-validation weights -> log.
+Returns `val/acc_best`, the objective of sweeps and searches.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from xferlab import backbones, config, data, engine, freezing, heads, optim, tracking
+from xferlab.recipes import common
+from xferlab.recipes.compose import CONF_DIR
+
+config.register()
+
+
+def train(cfg: DictConfig) -> float:
+    # ---- setup: refuse bad input before anything is built or logged
+    problems = common.preflight(cfg)
+    if problems:
+        raise config.ConfigError(problems)
+    torch.manual_seed(cfg.seed)
+    device, bf16 = common.device_and_precision(cfg.trainer)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+
+    # ---- data: the full pool, then the (nested, stratified) training subset
+    ds = common.load_data(cfg.data)
+    subset = data.subset_indices(ds.train.labels, fraction=cfg.data.fraction,
+                                 shots=cfg.data.shots, subset_seed=cfg.data.subset_seed)
+    train_split = ds.train.take(subset)
+
+    # ---- model: backbone from its pretrained source, head, layer groups, optimizer
+    model, load_report = common.build_model(cfg, ds)
+    model.to(device)
+    groups = freezing.layer_groups(model)
+    f = cfg.freeze
+
+    def plan_for(epoch: int) -> freezing.Plan:
+        return freezing.make_plan(f.strategy, len(groups), epoch, k=f.k, every=f.every,
+                                  lp_epochs=f.lp_epochs, ft_lr_scale=f.ft_lr_scale,
+                                  decay=f.decay, norms=f.norms)
+
+    opt = optim.build_optimizer(groups, name=cfg.optim.name, lr=cfg.optim.lr,
+                                weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum)
+    l2sp = cfg.optim.l2sp
+    penalty = None
+    if l2sp.alpha > 0 or l2sp.beta > 0:
+        reg = optim.L2SP(model, alpha=l2sp.alpha, beta=l2sp.beta)
+        penalty = lambda: reg.penalty(model)  # noqa: E731
+    mean, std = backbones.normalization(model.backbone, ds.in_chans)
+    loop = engine.Loop(mean=mean, std=std, device=device, bf16=bf16,
+                       batch_size=cfg.trainer.batch_size,
+                       eval_batch_size=cfg.trainer.eval_batch_size,
+                       label_smoothing=cfg.optim.label_smoothing,
+                       augment=common.augmenter(cfg.data.augment), penalty=penalty,
+                       progress=cfg.trainer.progress)
+    schedule = engine.lr_schedule(cfg.sched.name, cfg.sched.warmup_frac, cfg.sched.min_lr_ratio)
+
+    # ---- track and train
+    experiment_id = tracking.setup(cfg.tracking.uri, cfg.tracking.experiment)
+    tags = common.run_tags(load_report)
+    with tracking.run(experiment_id, name=common.run_name(cfg), tags=tags,
+                      parent_run_id=os.environ.get(tracking.PARENT_ENV)) as run:
+        run_id = run.info.run_id
+        tracking.log_params(OmegaConf.to_container(cfg, resolve=True), extra={
+            "data.train_size": len(train_split), "data.subset_digest": data.indices_digest(subset),
+            "backbone.weights_digest": load_report.digest or "none",
+        })
+        tracking.log_subset(cfg.data.name, ds.identity, train_split.labels,
+                            data.indices_digest(subset), ds.num_classes)
+        history = engine.fit(
+            model, groups=groups, plan_for=plan_for, optimizer=opt,
+            train=(train_split.images, train_split.labels), val=(ds.val.images, ds.val.labels),
+            loop=loop, epochs=cfg.trainer.epochs, max_steps=cfg.trainer.max_steps,
+            base_lr=cfg.optim.lr, schedule=schedule, seed=cfg.seed,
+            on_epoch=lambda epoch, m: tracking.log_metrics(run_id, m, step=epoch),
+        )
+
+        # ---- test with the best-validation weights
+        model.load_state_dict(history.best_state)
+        test_loss, test_acc, pred = engine.evaluate(model, ds.test.images, ds.test.labels, loop)
+        tracking.log_metrics(run_id, {
+            "test/acc": test_acc, "test/loss": test_loss,
+            "best/val_acc": history.best_val_acc, "best/epoch": history.best_epoch,
+            "params/total": sum(p.numel() for p in model.parameters()),
+        }, step=len(history.epochs) - 1)
+        with tempfile.TemporaryDirectory() as tmp:
+            tracking.log_run_artifacts(
+                Path(tmp), cfg=OmegaConf.to_yaml(cfg, resolve=True),
+                overrides=common.overrides(), state=history.best_state,
+                history=history.epochs, labels=ds.test.labels, pred=pred, classes=ds.classes,
+            )
+    common.print_summary(cfg, run_id, test_acc, history)
+    return history.best_val_acc
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    try:
+        return train(cfg)
+    except common.USER_ERRORS as err:
+        common.exit_user_error(err)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""MLflow conventions (DESIGN.md §6): store, experiment, run names, params, tags, status."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+from filelock import FileLock
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import Metric, RunStatus
+from mlflow.tracking import MlflowClient
+from safetensors.torch import save_file
+
+from xferlab import _plots
+
+PARENT_ENV = "XFERLAB_PARENT_RUN_ID"  # set by the CLI for the jobs of a multirun
+
+
+def resolve_uri(uri: str | None) -> str:
+    """`tracking.uri`, else MLFLOW_TRACKING_URI, else the project's SQLite store under outputs/."""
+    if uri:
+        return uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path('outputs/mlflow.db').resolve()}"
+
+
+def setup(uri: str | None, experiment: str) -> str:
+    """Point MLflow at the store and return the experiment id, creating both if needed."""
+    uri = resolve_uri(uri)
+    local = uri.startswith("sqlite:///")
+    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock") if local else None
+    if lock_path:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    # First use of a SQLite store runs schema migrations; concurrent first users race on them.
+    with FileLock(lock_path) if lock_path else nullcontext():
+        client = MlflowClient()
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            return found.experiment_id
+        artifacts = lock_path.parent / "mlartifacts" if lock_path else None
+        return client.create_experiment(
+            experiment, artifact_location=artifacts.resolve().as_uri() if artifacts else None
+        )
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'optim': {'lr': 1e-3}} -> {'optim.lr': 1e-3}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_tags(cwd: Path) -> dict[str, str]:
+    """Commit and dirty flag of the checkout the run starts from ({} outside git)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        return {"git.commit": git("rev-parse", "HEAD"),
+                "git.dirty": str(bool(git("status", "--porcelain", "--untracked-files=no")))}
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+
+
+@contextmanager
+def run(experiment_id: str, *, name: str, tags: dict[str, str],
+        parent_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """A run that always ends honestly: FINISHED, FAILED (traceback artifact) or KILLED."""
+    active = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags,
+                              parent_run_id=parent_run_id)
+    try:
+        yield active
+    except KeyboardInterrupt:
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException:
+        mlflow.log_text(traceback.format_exc(), "error/traceback.txt")
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    else:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+
+def log_metrics(run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    """One batched call per epoch instead of one request per metric."""
+    now = int(time.time() * 1000)
+    MlflowClient().log_batch(
+        run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()]
+    )
+
+
+def start_parent(uri: str | None, experiment: str, *, name: str, tags: dict[str, str]) -> str:
+    """Open the parent run of a sweep; the jobs find it through PARENT_ENV."""
+    experiment_id = setup(uri, experiment)
+    parent = MlflowClient().create_run(experiment_id, run_name=name, tags=tags)
+    os.environ[PARENT_ENV] = parent.info.run_id
+    return parent.info.run_id
+
+
+def end_parent(run_id: str, status: str) -> None:
+    MlflowClient().set_terminated(run_id, status)
+
+
+def log_params(resolved: Mapping[str, Any], extra: Mapping[str, Any]) -> None:
+    """The flattened resolved config (dotted keys) plus run facts that are not config."""
+    mlflow.log_params({**flatten(resolved), **extra})
+
+
+def log_subset(name: str, identity: str, labels: torch.Tensor, digest: str,
+               num_classes: int) -> None:
+    """The exact training subset as a dataset input whose digest is that of its indices."""
+    counts = torch.bincount(labels, minlength=num_classes).tolist()
+    source = CodeDatasetSource({"dataset": name, "identity": identity})
+    dataset = MetaDataset(source, name=f"{name}-train", digest=digest)
+    mlflow.log_input(dataset, context="train",
+                     tags={"class_counts": json.dumps(counts), "size": str(len(labels))})
+
+
+def log_run_artifacts(tmp: Path, *, cfg: str, overrides: list[str],
+                      state: dict[str, torch.Tensor], history: list[dict[str, float]],
+                      labels: torch.Tensor, pred: torch.Tensor, classes: list[str]) -> None:
+    """Resolved config, overrides, best checkpoint, learning curves, confusion, per-class CSV."""
+    mlflow.log_text(cfg, "config.yaml")
+    mlflow.log_text("".join(f"- {o}\n" for o in overrides) or "[]\n", "overrides.yaml")
+    save_file({k: v.contiguous().cpu() for k, v in state.items()}, tmp / "model.safetensors")
+    mlflow.log_artifact(str(tmp / "model.safetensors"), "checkpoint")
+    mlflow.log_figure(_plots.learning_curves(history), "plots/learning_curves.png")
+    confusion = torch.zeros(len(classes), len(classes), dtype=torch.long)
+    confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
+    mlflow.log_figure(_plots.confusion(confusion, classes), "plots/confusion_matrix.png")
+    mlflow.log_text(_per_class_csv(confusion, classes), "per_class_metrics.csv")
+
+
+def _per_class_csv(confusion: torch.Tensor, classes: list[str]) -> str:
+    """precision, recall, f1 and support per class from a (true, pred) confusion matrix."""
+    rows = ["class,precision,recall,f1,support"]
+    for c, name in enumerate(classes):
+        tp = confusion[c, c].item()
+        precision = tp / max(1, confusion[:, c].sum().item())
+        recall = tp / max(1, confusion[c].sum().item())
+        f1 = 2 * precision * recall / max(1e-12, precision + recall)
+        rows.append(f"{name},{precision:.4f},{recall:.4f},{f1:.4f},{confusion[c].sum().item()}")
+    return "\n".join(rows) + "\n"
