@@ -15,6 +15,17 @@ FAST = ["backbone=resnet_tiny", "trainer.epochs=1", "trainer.batch_size=32",
         "trainer.progress=false"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tests run two at a time on two cores: more intra-op threads only oversubscribe them."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> Path:
     """A fresh working folder (outputs/ and mlflow.db land here) with no tracking URI set."""
@@ -26,8 +37,9 @@ def project(tmp_path, monkeypatch) -> Path:
 def xferlab(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess, as a user would."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["OMP_NUM_THREADS"] = "1"  # see one_thread
     return subprocess.run([sys.executable, "-m", "xferlab.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def store_uri(folder: Path) -> str:

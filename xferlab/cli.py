@@ -11,6 +11,8 @@ commands:
   train      one fine-tuning run; `-m` runs a Hydra multirun grid
              e.g. xferlab train freeze=linear_probe data.fraction=0.05 seed=1
                   xferlab train -m freeze=linear_probe,full data.fraction=0.05,1.0
+  pretrain   build a source backbone on the glyphs source task (train builds it when needed)
+             e.g. xferlab pretrain backbone.name=resnet18
   ui         the MLflow UI on the project's store (127.0.0.1 by default)
 
 `xferlab <command> --help` shows the command's own help (for train: Hydra's, with config groups).
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, args = argv[0], argv[1:]
-    commands = {"train": _train, "ui": _ui}
+    commands = {"train": _train, "pretrain": _pretrain, "ui": _ui}
     if command not in commands:
         match = difflib.get_close_matches(command, list(commands), n=1)
         hint = f" (did you mean '{match[0]}'?)" if match else ""
@@ -53,12 +55,20 @@ def _overrides(args: list[str]) -> list[str]:
 
 
 def _train(args: list[str]) -> int:
-    from xferlab.recipes import train
+    from xferlab.recipes import pretrain, train
 
-    return launch(train.main, args)
+    return launch(train.main, args, before=pretrain.ensure)
 
 
-def launch(hydra_main, args: list[str]) -> int:
+def _pretrain(args: list[str]) -> int:
+    from xferlab.recipes import pretrain
+
+    if not any(a.startswith("experiment=") for a in args):
+        args = ["experiment=source_glyphs", *args]
+    return launch(pretrain.main, args)
+
+
+def launch(hydra_main, args: list[str], before=None) -> int:
     """Check every job of the launch, open a parent run for a multirun, then hand over to Hydra."""
     from xferlab.recipes import common, compose
 
@@ -72,6 +82,8 @@ def launch(hydra_main, args: list[str]) -> int:
         problems = list(dict.fromkeys(p for cfg in configs for p in common.preflight(cfg)))
         if problems:
             raise common.config.ConfigError(problems)
+        if before is not None:  # e.g. build the sources the jobs need, once, before any job
+            before(configs)
     except common.USER_ERRORS as err:
         common.exit_user_error(err)
     if not multirun:

@@ -133,6 +133,10 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
                        "params/trainable": float(trainable)}
             metrics.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
             history.epochs.append(metrics)
+            if loop.progress:  # one line per epoch stays in logs and non-interactive terminals
+                bar.console.print(f"epoch {epoch + 1}/{epochs}  train/loss {metrics['train/loss']:.4f}"
+                                  f"  val/loss {val_loss:.4f}  val/acc {val_acc:.4f}"
+                                  f"  {metrics['throughput/img_s']:.0f} img/s")
             on_epoch(epoch, metrics)
     return history
 

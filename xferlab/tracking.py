@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import subprocess
 import time
 import traceback
@@ -19,7 +21,6 @@ from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
-from safetensors.torch import save_file
 
 from xferlab import _plots
 
@@ -38,6 +39,7 @@ def resolve_uri(uri: str | None) -> str:
 def setup(uri: str | None, experiment: str) -> str:
     """Point MLflow at the store and return the experiment id, creating both if needed."""
     uri = resolve_uri(uri)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter
     local = uri.startswith("sqlite:///")
     lock_path = Path(uri.removeprefix("sqlite:///") + ".lock") if local else None
     if lock_path:
@@ -83,6 +85,7 @@ def git_tags(cwd: Path) -> dict[str, str]:
 def run(experiment_id: str, *, name: str, tags: dict[str, str],
         parent_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """A run that always ends honestly: FINISHED, FAILED (traceback artifact) or KILLED."""
+    signal.signal(signal.SIGTERM, _interrupt)  # pre-emption and `kill` end the run KILLED too
     active = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags,
                               parent_run_id=parent_run_id)
     try:
@@ -96,6 +99,10 @@ def run(experiment_id: str, *, name: str, tags: dict[str, str],
         raise
     else:
         mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def log_metrics(run_id: str, metrics: Mapping[str, float], step: int) -> None:
@@ -133,14 +140,13 @@ def log_subset(name: str, identity: str, labels: torch.Tensor, digest: str,
                      tags={"class_counts": json.dumps(counts), "size": str(len(labels))})
 
 
-def log_run_artifacts(tmp: Path, *, cfg: str, overrides: list[str],
-                      state: dict[str, torch.Tensor], history: list[dict[str, float]],
-                      labels: torch.Tensor, pred: torch.Tensor, classes: list[str]) -> None:
-    """Resolved config, overrides, best checkpoint, learning curves, confusion, per-class CSV."""
+def log_run_artifacts(checkpoint: Path, *, cfg: str, overrides: list[str],
+                      history: list[dict[str, float]], labels: torch.Tensor, pred: torch.Tensor,
+                      classes: list[str]) -> None:
+    """Resolved config, overrides, checkpoint folder, learning curves, confusion, per-class CSV."""
     mlflow.log_text(cfg, "config.yaml")
     mlflow.log_text("".join(f"- {o}\n" for o in overrides) or "[]\n", "overrides.yaml")
-    save_file({k: v.contiguous().cpu() for k, v in state.items()}, tmp / "model.safetensors")
-    mlflow.log_artifact(str(tmp / "model.safetensors"), "checkpoint")
+    mlflow.log_artifacts(str(checkpoint), "checkpoint")
     mlflow.log_figure(_plots.learning_curves(history), "plots/learning_curves.png")
     confusion = torch.zeros(len(classes), len(classes), dtype=torch.long)
     confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
@@ -14,6 +16,7 @@ from rich.table import Table
 
 from xferlab import backbones, config, data, heads, tracking
 from xferlab.freezing import add_lora
+from xferlab.recipes import sources
 
 # Errors that are the user's to fix: one line, exit code 2, no traceback, no MLflow run.
 USER_ERRORS = (config.ConfigError, data.DataError, backbones.WeightsError,
@@ -32,6 +35,9 @@ def preflight(cfg: DictConfig) -> list[str]:
     name_problem = backbones.check_model_name(cfg.backbone.name)
     if name_problem:
         problems.append(name_problem)
+    source_problem = sources.source_problem(cfg)
+    if source_problem:
+        problems.append(source_problem)
     source = cfg.backbone.pretrained
     if source.startswith("file:") and not Path(source[5:]).expanduser().is_file():
         problems.append(f"backbone.pretrained={source!r}: no such file; give the path of a "
@@ -42,8 +48,8 @@ def preflight(cfg: DictConfig) -> list[str]:
 def device_and_precision(trainer: DictConfig) -> tuple[torch.device, bool]:
     """The device to use, and whether to autocast to bf16 (CUDA only)."""
     if trainer.device == "cuda" and not torch.cuda.is_available():
-        raise config.ConfigError(["trainer.device='cuda' but no CUDA device is visible: use "
-                                  "trainer.device=auto or cpu"])
+        raise config.ConfigError([("trainer.device='cuda' but no CUDA device is visible: use "
+                                   "trainer.device=auto or cpu")])
     use_cuda = trainer.device == "cuda" or (trainer.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if use_cuda else "cpu")
     bf16 = use_cuda and trainer.precision in ("auto", "bf16")
@@ -63,10 +69,10 @@ def load_data(d: DictConfig) -> data.Datasets:
     return ds
 
 
-def build_model(cfg: DictConfig, ds: data.Datasets) -> tuple[heads.TransferModel,
-                                                              backbones.LoadReport]:
+def build_model(cfg: DictConfig, ds: data.Datasets, pretrained: str) -> tuple[
+        heads.TransferModel, backbones.LoadReport]:
     """Backbone from its pretrained source (none for `scratch`), LoRA if asked, and the head."""
-    pretrained = "none" if cfg.freeze.strategy == "scratch" else cfg.backbone.pretrained
+    pretrained = "none" if cfg.freeze.strategy == "scratch" else pretrained
     backbone, report = backbones.create_backbone(
         cfg.backbone.name, pretrained=pretrained, in_chans=ds.in_chans,
         image_size=ds.image_size, drop_path_rate=cfg.backbone.drop_path_rate)
@@ -85,41 +91,45 @@ def augmenter(mode: str):
     return lambda images, generator: data.augment(images, mode, generator)
 
 
-def choices() -> dict[str, str]:
-    """Hydra's group choices of this job ({} outside a Hydra app)."""
-    if not HydraConfig.initialized():
-        return {}
-    return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items()
-            if not k.startswith("hydra/") and v is not None}
+@dataclass
+class Launch:
+    """Who started a run: group choices, overrides, sweep and parent — for names and tags."""
+
+    choices: dict[str, str] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+    parent_run_id: str | None = None
+    sweep_tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_hydra(cls) -> Launch:
+        hc = HydraConfig.get()
+        sweep = {}
+        if hc.mode.name == "MULTIRUN":
+            sweep = {"sweep.id": Path(hc.sweep.dir).name, "sweep.job": str(hc.job.num)}
+        return cls(choices={k: str(v) for k, v in hc.runtime.choices.items()
+                            if not k.startswith("hydra/") and v is not None},
+                   overrides=list(hc.overrides.task),
+                   parent_run_id=os.environ.get(tracking.PARENT_ENV), sweep_tags=sweep)
+
+    def run_name(self, cfg: DictConfig) -> str:
+        """e.g. resnet18·lp_ft·f0.05·s1: the choices a researcher scans for in the UI."""
+        amount = f"k{cfg.data.shots}" if cfg.data.shots else f"f{cfg.data.fraction:g}"
+        backbone = self.choices.get("backbone", cfg.backbone.name)
+        return f"{backbone}·{cfg.freeze.strategy}·{amount}·s{cfg.seed}"
+
+    def tags(self, report: backbones.LoadReport) -> dict[str, str]:
+        tags = {f"choice.{k}": v for k, v in self.choices.items()}
+        tags.update(tracking.git_tags(Path.cwd()))
+        tags["overrides"] = " ".join(self.overrides) or "(none)"
+        tags["weights.source"] = report.source
+        tags["weights.digest"] = report.digest or "none"
+        tags["weights.missing_keys"] = str(len(report.missing))
+        tags["weights.unexpected_keys"] = str(len(report.unexpected))
+        return {**tags, **self.sweep_tags}
 
 
-def overrides() -> list[str]:
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def run_name(cfg: DictConfig) -> str:
-    """e.g. resnet18·lp_ft·f0.05·s1: the choices a researcher scans for in the UI."""
-    amount = f"k{cfg.data.shots}" if cfg.data.shots else f"f{cfg.data.fraction:g}"
-    backbone = choices().get("backbone", cfg.backbone.name)
-    return f"{backbone}·{cfg.freeze.strategy}·{amount}·s{cfg.seed}"
-
-
-def run_tags(report: backbones.LoadReport) -> dict[str, str]:
-    tags = {f"choice.{k}": v for k, v in choices().items()}
-    tags.update(tracking.git_tags(Path.cwd()))
-    tags["overrides"] = " ".join(overrides()) or "(none)"
-    tags["weights.source"] = report.source
-    tags["weights.digest"] = report.digest or "none"
-    tags["weights.missing_keys"] = str(len(report.missing))
-    tags["weights.unexpected_keys"] = str(len(report.unexpected))
-    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
-        tags["sweep.id"] = Path(HydraConfig.get().sweep.dir).name
-        tags["sweep.job"] = str(HydraConfig.get().job.num)
-    return tags
-
-
-def print_summary(cfg: DictConfig, run_id: str, test_acc: float, history) -> None:
-    table = Table(title=f"xferlab · {run_name(cfg)}", show_header=False)
+def print_summary(title: str, cfg: DictConfig, run_id: str, test_acc: float, history) -> None:
+    table = Table(title=f"xferlab · {title}", show_header=False)
     table.add_row("test/acc", f"{test_acc:.4f}")
     table.add_row("val/acc_best", f"{history.best_val_acc:.4f} (epoch {history.best_epoch})")
     table.add_row("MLflow run", f"{run_id} in experiment '{cfg.tracking.experiment}'")

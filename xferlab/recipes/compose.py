@@ -11,6 +11,7 @@ from pathlib import Path
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -32,6 +33,11 @@ def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
 
 def compose(overrides: list[str]) -> DictConfig:
     """The job's config without Hydra's node, or ConfigError listing every bad override."""
+    return compose_with_choices(overrides)[0]
+
+
+def compose_with_choices(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
+    """`compose`, plus the group choices (e.g. {'freeze': 'lp_ft'}) for run names and tags."""
     register()
     parsed = OverridesParser.create().parse_overrides(overrides)
     problems = [p for o in parsed if (p := _group_problem(o.key_or_group, o.value()))]
@@ -43,7 +49,7 @@ def compose(overrides: list[str]) -> DictConfig:
         pass
     # Find which overrides fail, each against the groups the user chose.
     groups = [o.input_line for o in parsed if _is_group(o.key_or_group)]
-    base = _compose(groups)
+    base, _ = _compose(groups)
     for o in parsed:
         if _is_group(o.key_or_group):
             continue
@@ -54,13 +60,18 @@ def compose(overrides: list[str]) -> DictConfig:
     raise ConfigError(problems or [f"cannot compose {' '.join(overrides)}"])
 
 
-def _compose(overrides: list[str]) -> DictConfig:
+def _compose(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
     # return_hydra_config so that hydra.* overrides (launchers, sweep dirs) are checked too
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    if GlobalHydra.instance().is_initialized():  # inside a running Hydra app
         cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+    else:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+    choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items()
+               if not k.startswith("hydra/") and v is not None}
     with open_dict(cfg):
         del cfg["hydra"]
-    return cfg
+    return cfg, choices
 
 
 def _is_group(key: str) -> bool:
@@ -86,7 +97,7 @@ def _explain(key: str, value: object, err: Exception, base: DictConfig) -> str:
     parent_key, _, leaf = key.rpartition(".")
     parent = OmegaConf.select(base, parent_key) if parent_key else base
     if not key.startswith("hydra") and isinstance(parent, DictConfig) and leaf not in parent:
-        siblings = [f"{parent_key}.{k}" if parent_key else k for k in parent.keys()]
+        siblings = [f"{parent_key}.{k}" if parent_key else k for k in parent]
         return (f"{key} is not a config key{close_match(key, siblings)}; "
                 f"see `xferlab train --cfg job` for every key")
     cause = err.__cause__ or err

@@ -7,9 +7,9 @@ Returns `val/acc_best`, the objective of sweeps and searches.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -17,13 +17,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from xferlab import backbones, config, data, engine, freezing, heads, optim, tracking
-from xferlab.recipes import common
+from xferlab.recipes import common, sources
 from xferlab.recipes.compose import CONF_DIR
 
 config.register()
 
 
-def train(cfg: DictConfig) -> float:
+@dataclass
+class Result:
+    run_id: str
+    best_val_acc: float
+    test_acc: float
+    model: heads.TransferModel
+
+
+def train(cfg: DictConfig, launch: common.Launch) -> Result:
     # ---- setup: refuse bad input before anything is built or logged
     problems = common.preflight(cfg)
     if problems:
@@ -33,6 +41,9 @@ def train(cfg: DictConfig) -> float:
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
 
+    # the store first: `mlflow:` weights are read through it
+    experiment_id = tracking.setup(cfg.tracking.uri, cfg.tracking.experiment)
+
     # ---- data: the full pool, then the (nested, stratified) training subset
     ds = common.load_data(cfg.data)
     subset = data.subset_indices(ds.train.labels, fraction=cfg.data.fraction,
@@ -40,7 +51,9 @@ def train(cfg: DictConfig) -> float:
     train_split = ds.train.take(subset)
 
     # ---- model: backbone from its pretrained source, head, layer groups, optimizer
-    model, load_report = common.build_model(cfg, ds)
+    source = sources.lookup(cfg)  # source:<set> -> the cached file xferlab built, else None
+    pretrained = f"file:{source.path}" if source else cfg.backbone.pretrained
+    model, load_report = common.build_model(cfg, ds, pretrained)
     model.to(device)
     groups = freezing.layer_groups(model)
     f = cfg.freeze
@@ -56,7 +69,7 @@ def train(cfg: DictConfig) -> float:
     penalty = None
     if l2sp.alpha > 0 or l2sp.beta > 0:
         reg = optim.L2SP(model, alpha=l2sp.alpha, beta=l2sp.beta)
-        penalty = lambda: reg.penalty(model)  # noqa: E731
+        penalty = lambda: reg.penalty(model)
     mean, std = backbones.normalization(model.backbone, ds.in_chans)
     loop = engine.Loop(mean=mean, std=std, device=device, bf16=bf16,
                        batch_size=cfg.trainer.batch_size,
@@ -67,14 +80,16 @@ def train(cfg: DictConfig) -> float:
     schedule = engine.lr_schedule(cfg.sched.name, cfg.sched.warmup_frac, cfg.sched.min_lr_ratio)
 
     # ---- track and train
-    experiment_id = tracking.setup(cfg.tracking.uri, cfg.tracking.experiment)
-    tags = common.run_tags(load_report)
-    with tracking.run(experiment_id, name=common.run_name(cfg), tags=tags,
-                      parent_run_id=os.environ.get(tracking.PARENT_ENV)) as run:
+    tags = launch.tags(load_report)
+    if source:  # link the result to the run that built its source
+        tags.update({"source.run_id": source.run_id, "source.weights_digest": source.digest})
+    with tracking.run(experiment_id, name=launch.run_name(cfg), tags=tags,
+                      parent_run_id=launch.parent_run_id) as run:
         run_id = run.info.run_id
         tracking.log_params(OmegaConf.to_container(cfg, resolve=True), extra={
             "data.train_size": len(train_split), "data.subset_digest": data.indices_digest(subset),
             "backbone.weights_digest": load_report.digest or "none",
+            "source.run_id": source.run_id if source else "none",
         })
         tracking.log_subset(cfg.data.name, ds.identity, train_split.labels,
                             data.indices_digest(subset), ds.num_classes)
@@ -95,19 +110,21 @@ def train(cfg: DictConfig) -> float:
             "params/total": sum(p.numel() for p in model.parameters()),
         }, step=len(history.epochs) - 1)
         with tempfile.TemporaryDirectory() as tmp:
+            # backbone and head apart: the backbone file loads as `mlflow:` or `file:` weights
+            backbones.save_backbone(model.backbone, Path(tmp) / "backbone.safetensors")
+            backbones.save_backbone(model.head, Path(tmp) / "head.safetensors")
             tracking.log_run_artifacts(
-                Path(tmp), cfg=OmegaConf.to_yaml(cfg, resolve=True),
-                overrides=common.overrides(), state=history.best_state,
+                Path(tmp), cfg=OmegaConf.to_yaml(cfg, resolve=True), overrides=launch.overrides,
                 history=history.epochs, labels=ds.test.labels, pred=pred, classes=ds.classes,
             )
-    common.print_summary(cfg, run_id, test_acc, history)
-    return history.best_val_acc
+    common.print_summary(launch.run_name(cfg), cfg, run_id, test_acc, history)
+    return Result(run_id, history.best_val_acc, test_acc, model)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     try:
-        return train(cfg)
+        return train(cfg, common.Launch.from_hydra()).best_val_acc
     except common.USER_ERRORS as err:
         common.exit_user_error(err)
 

@@ -1,0 +1,74 @@
+"""A short real CPU run and a real multirun, checked in a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import FAST, store_uri, xferlab
+
+
+def _runs(folder, experiment="xferlab"):
+    client = MlflowClient(store_uri(folder))
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id]) if exp else []
+
+
+def test_a_run_logs_params_metrics_tags_and_artifacts(tmp_path):
+    out = xferlab("train", *FAST, "trainer.epochs=2", "data.fraction=0.5", "seed=3", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    client, runs = _runs(tmp_path)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_id in out.stdout and "test/acc" in out.stdout
+    params = run.data.params
+    assert params["data.fraction"] == "0.5" and params["seed"] == "3"
+    assert params["backbone.name"] == "test_resnet" and params["freeze.strategy"] == "full"
+    assert int(params["data.train_size"]) > 0 and len(params["data.subset_digest"]) == 16
+    tags = run.data.tags
+    assert tags["choice.backbone"] == "resnet_tiny" and tags["choice.freeze"] == "full"
+    assert "data.fraction=0.5" in tags["overrides"]
+    assert run.info.run_name == "resnet_tiny·full·f0.5·s3"
+    for key in ("train/loss", "val/loss", "val/acc", "val/acc_best", "throughput/img_s"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 1]
+    for key in ("test/acc", "test/loss", "params/trainable", "params/total"):
+        assert key in run.data.metrics
+    assert 0 <= run.data.metrics["test/acc"] <= 1
+    assert any(k.startswith("lr/") for k in run.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "overrides.yaml", "checkpoint", "plots",
+            "per_class_metrics.csv"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"plots/learning_curves.png", "plots/confusion_matrix.png"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")} == {
+        "checkpoint/backbone.safetensors", "checkpoint/head.safetensors"}
+    inputs = run.inputs.dataset_inputs
+    assert inputs[0].dataset.digest == params["data.subset_digest"]
+
+
+def test_a_2x2_multirun_has_one_parent_and_four_finished_children(tmp_path):
+    out = xferlab("train", "-m", *FAST, "freeze=linear_probe,full", "seed=0,1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    _, runs = _runs(tmp_path)
+    parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 4
+    assert {r.info.status for r in children} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert {r.data.tags["sweep.id"] for r in children} == {parents[0].data.tags["sweep.id"]}
+    assert {(r.data.params["freeze.strategy"], r.data.params["seed"]) for r in children} == {
+        ("linear_probe", "0"), ("linear_probe", "1"), ("full", "0"), ("full", "1")}
+
+
+@pytest.mark.parametrize("strategy", ["full", "linear_probe"])
+def test_same_config_and_seed_give_the_same_metrics(tmp_path, strategy):
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        out = xferlab("train", *FAST, f"freeze={strategy}", "seed=7", cwd=folder)
+        assert out.returncode == 0, out.stderr
+    (_, [a]), (_, [b]) = _runs(tmp_path / "a"), _runs(tmp_path / "b")
+    for key in ("train/loss", "val/loss", "val/acc", "test/acc"):
+        assert a.data.metrics[key] == b.data.metrics[key], key

@@ -1,0 +1,257 @@
+"""Backbones: `timm.create_model(num_classes=0)` and where their pretrained weights come from.
+
+`pretrained` is one of `none`, `timm`, `timm:<tag>`, `file:<path>` or `mlflow:<uri>`. Local files
+go through timm's own pretrained-file path (`pretrained_cfg_overlay=dict(file=...)`), so a
+classifier in the file is dropped, input channels are adapted and ViT position embeddings are
+resized exactly as for hub weights. Files are never unpickled: safetensors, or
+`torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import timm
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import save_file
+from timm.data import resolve_model_data_config
+from timm.models import PretrainedCfg, get_pretrained_cfg, load_state_dict
+from timm.models._registry import split_model_name_tag
+from torch import nn
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+class WeightsError(ValueError):
+    """The pretrained weights named by `backbone.pretrained` cannot be used (one line)."""
+
+
+class BackboneError(ValueError):
+    """The backbone cannot be built, e.g. an unknown model name (one line)."""
+
+
+@dataclass
+class LoadReport:
+    """Where a backbone's weights came from, for tracking."""
+
+    source: str  # 'none', 'timm:a1_in1k', 'file:/abs/path.safetensors', 'mlflow:runs:/…'
+    digest: str | None = None  # sha256 (first 16 hex) of the weights file, where one was read
+    missing: list[str] = field(default_factory=list)  # model keys the file lacks (buffers only)
+    unexpected: list[str] = field(default_factory=list)  # file keys the model does not use
+
+
+def check_model_name(name: str) -> str | None:
+    """None when timm knows `name` (with or without a pretrained tag), else the problem."""
+    arch, tag = split_model_name_tag(name)
+    if not timm.is_model(arch):
+        match = difflib.get_close_matches(arch, timm.list_models(), n=1, cutoff=0.6)
+        fix = f"did you mean '{match[0]}'?" if match else "see timm.list_models(), e.g. 'resnet18'"
+        return f"backbone.name={name!r} is not a timm model ({fix})"
+    if tag and tag not in _tags(arch):
+        return (f"backbone.name={name!r}: {tag!r} is not a weights tag of {arch} "
+                f"(tags: {', '.join(_tags(arch)) or 'none'})")
+    return None
+
+
+def create_backbone(
+    name: str, *, pretrained: str, in_chans: int, image_size: int, drop_path_rate: float = 0.0
+) -> tuple[nn.Module, LoadReport]:
+    """A timm model whose forward returns pooled features of size `.num_features`, and its report."""
+    if problem := check_model_name(name):
+        raise BackboneError(problem)
+    kind, _, value = pretrained.partition(":")
+    if kind == "none":
+        return _create(name, in_chans, image_size, drop_path_rate), LoadReport("none")
+    if kind == "timm":
+        return _from_hub(name, value, in_chans, image_size, drop_path_rate)
+    if kind == "file" and value:
+        return _from_file(name, Path(value), pretrained, in_chans, image_size, drop_path_rate)
+    if kind == "mlflow" and value:
+        return _from_mlflow(name, value, pretrained, in_chans, image_size, drop_path_rate)
+    raise WeightsError(f"backbone.pretrained={pretrained!r} is not a weights source here: use "
+                       "none, timm, timm:<tag>, file:<path> or mlflow:<uri>")
+
+
+def normalization(
+    backbone: nn.Module, in_chans: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std of the backbone's pretraining, one value per input channel."""
+    config = resolve_model_data_config(backbone)
+    mean, std = tuple(config["mean"]), tuple(config["std"])
+    if in_chans == 1:  # a grey image is the channel average of the RGB the weights saw
+        return (sum(mean) / len(mean),), (sum(std) / len(std),)
+    # more channels than RGB repeat them, as timm's adapt_input_conv repeats the stem weights
+    return (
+        tuple(mean[i % len(mean)] for i in range(in_chans)),
+        tuple(std[i % len(std)] for i in range(in_chans)),
+    )
+
+
+def save_backbone(backbone: nn.Module, path: Path) -> str:
+    """Write the backbone's state dict as safetensors, atomically; return the file's digest."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
+    # a crash mid-write must never leave a truncated file under the final name
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return file_digest(path)
+
+
+def file_digest(path: Path) -> str:
+    """First 16 hex digits of the file's sha256."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+
+
+def _create(
+    name: str, in_chans: int, image_size: int, drop_path_rate: float, **pretrained_kwargs
+) -> nn.Module:
+    kwargs = {"num_classes": 0, "in_chans": in_chans, **pretrained_kwargs}
+    # timm's own rule: a model whose input size is fixed (ViTs) takes img_size at construction
+    if _pretrained_cfg(name).fixed_input_size:
+        kwargs["img_size"] = image_size
+    if drop_path_rate > 0:  # only when asked: not every timm model accepts the argument
+        kwargs["drop_path_rate"] = drop_path_rate
+    try:
+        return timm.create_model(name, **kwargs)
+    except TypeError as e:
+        if "drop_path_rate" not in str(e):
+            raise
+        raise BackboneError(
+            f"backbone.drop_path_rate={drop_path_rate}: {name} has no stochastic depth; "
+            "use backbone.drop_path_rate=0"
+        ) from e
+
+
+def _from_hub(
+    name: str, tag: str, in_chans: int, image_size: int, drop_path_rate: float
+) -> tuple[nn.Module, LoadReport]:
+    arch, name_tag = split_model_name_tag(name)
+    tag = tag or name_tag or _pretrained_cfg(arch).tag or ""
+    value = f"timm:{tag}" if tag else "timm"
+    if tag not in _tags(arch):
+        known = ", ".join(_tags(arch)) or f"none: {arch} has no published weights, use file:<path>"
+        raise WeightsError(f"backbone.pretrained={value!r} is not a weights tag of {arch} "
+                           f"(tags: {known})")
+    try:
+        backbone = _create(f"{arch}.{tag}", in_chans, image_size, drop_path_rate, pretrained=True)
+    # the hub client raises whatever its transport raises; all of it means "no weights from hub"
+    except Exception as e:
+        raise WeightsError(
+            f"backbone.pretrained={value!r} could not be fetched ({_first_line(e)}): needs the "
+            "Hugging Face hub; offline, use file:<path> to a downloaded copy"
+        ) from e
+    return backbone, LoadReport(f"timm:{tag}")
+
+
+def _from_file(
+    name: str, path: Path, value: str, in_chans: int, image_size: int, drop_path_rate: float,
+    source: str | None = None,
+) -> tuple[nn.Module, LoadReport]:
+    path = path.expanduser().resolve()
+    where = f"backbone.pretrained={value!r}"
+    if not path.is_file():
+        raise WeightsError(f"{where}: no file at {path}; check the path")
+    if path.suffix not in WEIGHT_SUFFIXES:
+        raise WeightsError(f"{where}: {path.suffix or 'no suffix'} is not a weights file; "
+                           f"use one of {', '.join(WEIGHT_SUFFIXES)}")
+    try:
+        state_dict = load_state_dict(str(path), weights_only=True)
+    except (SafetensorError, RuntimeError, EOFError, OSError, ValueError,
+            pickle.UnpicklingError) as e:
+        raise WeightsError(f"{where}: cannot read it as weights ({_first_line(e)}); the file is "
+                           "truncated, corrupt or not a state dict: save it again") from e
+
+    cfg = _pretrained_cfg(name)
+    first_conv = _names(cfg.first_conv)[0] if cfg.first_conv else None
+    stem = state_dict.get(f"{first_conv}.weight")
+    overlay = {"file": str(path)}
+    if isinstance(stem, torch.Tensor) and stem.ndim == 4:
+        # timm adapts the stem from input_size[0] channels: state the file's, not ImageNet's 3
+        overlay["input_size"] = (stem.shape[1], *cfg.input_size[1:])
+    try:
+        backbone = _create(name, in_chans, image_size, drop_path_rate, pretrained=True,
+                           pretrained_cfg_overlay=overlay)
+    except RuntimeError as e:  # shape mismatches from load_state_dict
+        raise WeightsError(f"{where} does not fit {name} ({_first_line(e, 'size mismatch')}): "
+                           "use weights saved from the same architecture") from e
+
+    params = {k for k, _ in backbone.named_parameters()}
+    model_keys = set(backbone.state_dict())
+    # timm drops the file's classifier on purpose: it is not "unexpected"
+    dropped = {f"{c}.{p}" for c in _names(cfg.classifier) for p in ("weight", "bias")}
+    missing = sorted(model_keys - state_dict.keys())
+    missing_params = [k for k in missing if k in params]
+    if missing_params:
+        raise WeightsError(
+            f"{where} lacks {len(missing_params)} of {len(params)} parameters of {name} "
+            f"(e.g. {missing_params[0]}): use weights saved from the same architecture"
+        )
+    return backbone, LoadReport(
+        source or f"file:{path}",
+        file_digest(path),
+        missing,
+        sorted(state_dict.keys() - model_keys - dropped),
+    )
+
+
+def _from_mlflow(
+    name: str, uri: str, value: str, in_chans: int, image_size: int, drop_path_rate: float
+) -> tuple[nn.Module, LoadReport]:
+    import mlflow  # heavy: only when an MLflow source is asked for
+    from mlflow.exceptions import MlflowException
+
+    where = f"backbone.pretrained={value!r}"
+    with tempfile.TemporaryDirectory(prefix="xferlab-weights-") as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        except (MlflowException, OSError) as e:
+            raise WeightsError(f"{where} could not be downloaded ({_first_line(e)}): check the "
+                               "run id and artifact path in the MLflow UI (xferlab ui)") from e
+        if local.is_dir():  # a model or checkpoint folder: it must hold exactly one weights file
+            found = sorted(p for p in local.rglob("*") if p.suffix in WEIGHT_SUFFIXES)
+            if len(found) != 1:
+                raise WeightsError(
+                    f"{where} is a folder with {len(found)} weights files "
+                    f"({', '.join(p.name for p in found) or 'none'}): name one file in the URI"
+                )
+            local = found[0]
+        return _from_file(name, local, value, in_chans, image_size, drop_path_rate,
+                          source=value)
+
+
+def _tags(arch: str) -> list[str]:
+    """The tags of timm's published weights for an architecture (a1_in1k, …)."""
+    return [n.split(".", 1)[1] for n in timm.list_pretrained(arch)]
+
+
+def _pretrained_cfg(name: str) -> PretrainedCfg:
+    """timm's pretrained cfg of a model name (default tag unless named), or timm's defaults."""
+    return get_pretrained_cfg(name) or PretrainedCfg()
+
+
+def _names(value: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+    """timm's cfg fields (first_conv, classifier) hold one module name or several."""
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _first_line(error: Exception, containing: str = "") -> str:
+    """The first line of an error message (the one with `containing` if any), for one-line errors."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    picked = [line for line in lines if containing in line] or lines
+    return picked[0].rstrip(".:") if picked else type(error).__name__

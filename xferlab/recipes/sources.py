@@ -1,0 +1,92 @@
+"""Backbones pretrained by xferlab itself: `backbone.pretrained=source:<set>`.
+
+A source is the composed config of `experiment=source_<set>` for the transfer run's backbone and
+input shape. Its weights are cached under outputs/sources/, keyed by a digest of that config, so a
+changed source config means a new build and an unchanged one is never built twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from xferlab.config import ConfigError
+from xferlab.recipes.compose import compose_with_choices, options
+
+SOURCES_DIR = Path("outputs/sources")
+# Keys that change where or how visibly a source trains, not the weights it ends with.
+_NOT_IN_KEY = ("tracking", "trainer.progress", "trainer.threads", "trainer.device")
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path  # backbone weights, safetensors, head dropped
+    run_id: str  # the MLflow run that trained them (experiment xferlab-sources)
+    digest: str  # of the weights file
+
+
+def needs_source(cfg: DictConfig) -> bool:
+    return cfg.backbone.pretrained.startswith("source:") and cfg.freeze.strategy != "scratch"
+
+
+def source_problem(cfg: DictConfig) -> str | None:
+    """A config problem with `source:<set>`, if any (checked before anything runs)."""
+    if not cfg.backbone.pretrained.startswith("source:"):
+        return None
+    name = cfg.backbone.pretrained.split(":", 1)[1]
+    known = [o.removeprefix("source_") for o in options("experiment") if o.startswith("source_")]
+    if name in known:
+        return None
+    return (f"backbone.pretrained='source:{name}' names no source: use one of "
+            f"{', '.join('source:' + k for k in known)} (conf/experiment/source_<set>.yaml)")
+
+
+def source_overrides(cfg: DictConfig) -> list[str]:
+    """Overrides that compose the source config for this transfer run's backbone and inputs."""
+    name = cfg.backbone.pretrained.split(":", 1)[1]
+    return [f"experiment=source_{name}", f"backbone.name={cfg.backbone.name}",
+            f"data.in_chans={cfg.data.in_chans}", f"data.image_size={cfg.data.image_size}"]
+
+
+def source_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, str], list[str]]:
+    overrides = source_overrides(cfg)
+    src_cfg, choices = compose_with_choices(overrides)
+    return src_cfg, choices, overrides
+
+
+def cache_file(src_cfg: DictConfig) -> Path:
+    """outputs/sources/<backbone>-<set>-<digest of the source config>.safetensors"""
+    tree = OmegaConf.to_container(src_cfg, resolve=True)
+    for dotted in _NOT_IN_KEY:
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for part in parents:
+            node = node[part]
+        node.pop(leaf)
+    key = hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+    return SOURCES_DIR / f"{src_cfg.backbone.name}-{src_cfg.data.name}-{key}.safetensors"
+
+
+def cached(path: Path) -> Source | None:
+    meta = path.with_suffix(".json")
+    if not (path.is_file() and meta.is_file()):
+        return None
+    info = json.loads(meta.read_text())
+    return Source(path, info["run_id"], info["weights_digest"])
+
+
+def lookup(cfg: DictConfig) -> Source | None:
+    """The cached source this transfer run starts from; None when it needs none."""
+    if not needs_source(cfg):
+        return None
+    src_cfg, _, overrides = source_config(cfg)
+    found = cached(cache_file(src_cfg))
+    if found is None:
+        raise ConfigError([(f"backbone.pretrained={cfg.backbone.pretrained!r} is not built for "
+                            f"{cfg.backbone.name}: run `xferlab pretrain {' '.join(overrides)}` "
+                            "(xferlab train builds it by itself)")])
+    return found
