@@ -29,7 +29,7 @@ def test_a_run_logs_params_metrics_tags_and_artifacts(tmp_path):
     tags = run.data.tags
     assert tags["choice.backbone"] == "resnet_tiny" and tags["choice.freeze"] == "full"
     assert "data.fraction=0.5" in tags["overrides"]
-    assert run.info.run_name == "resnet_tiny·full·f0.5·s3"
+    assert run.info.run_name == "test_resnet·full·f0.5·s3"
     for key in ("train/loss", "val/loss", "val/acc", "val/acc_best", "throughput/img_s"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 1]
     for key in ("test/acc", "test/loss", "params/trainable", "params/total"):

@@ -28,6 +28,8 @@ class BackboneConfig:
     name: str = MISSING  # any timm model name
     pretrained: str = "none"  # none | timm | timm:<tag> | file:<path> | mlflow:<uri> | source:<set>
     drop_path_rate: float = 0.0
+    # source:<set> only: overrides of the source's own config, e.g. [trainer.max_steps=200]
+    source_overrides: list[str] = field(default_factory=list)
 
 
 @dataclass

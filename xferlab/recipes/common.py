@@ -114,8 +114,7 @@ class Launch:
     def run_name(self, cfg: DictConfig) -> str:
         """e.g. resnet18·lp_ft·f0.05·s1: the choices a researcher scans for in the UI."""
         amount = f"k{cfg.data.shots}" if cfg.data.shots else f"f{cfg.data.fraction:g}"
-        backbone = self.choices.get("backbone", cfg.backbone.name)
-        return f"{backbone}·{cfg.freeze.strategy}·{amount}·s{cfg.seed}"
+        return f"{cfg.backbone.name}·{cfg.freeze.strategy}·{amount}·s{cfg.seed}"
 
     def tags(self, report: backbones.LoadReport) -> dict[str, str]:
         tags = {f"choice.{k}": v for k, v in self.choices.items()}

@@ -13,7 +13,8 @@ from hydra import initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -26,9 +27,18 @@ def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
     """The override list of each job Hydra will launch (one job unless multirun)."""
     if not multirun:
         return [overrides]
-    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(overrides),
-                                           None)
+    batches = BasicSweeper.split_arguments(parse(overrides), None)
     return [job for batch in batches for job in batch]
+
+
+def parse(overrides: list[str]) -> list[Override]:
+    """Hydra's parse, with a syntax error as a one-line ConfigError."""
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as err:
+        reason = str(err).splitlines()[0]
+        raise ConfigError([f"cannot parse the overrides ({reason}): quote values holding '=' "
+                           "or spaces, e.g. 'key=[\"a=1\",\"b=2\"]'"]) from None
 
 
 def compose(overrides: list[str]) -> DictConfig:
@@ -39,7 +49,7 @@ def compose(overrides: list[str]) -> DictConfig:
 def compose_with_choices(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
     """`compose`, plus the group choices (e.g. {'freeze': 'lp_ft'}) for run names and tags."""
     register()
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    parsed = parse(overrides)
     problems = [p for o in parsed if (p := _group_problem(o.key_or_group, o.value()))]
     if problems:
         raise ConfigError(problems)

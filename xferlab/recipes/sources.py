@@ -49,7 +49,8 @@ def source_overrides(cfg: DictConfig) -> list[str]:
     """Overrides that compose the source config for this transfer run's backbone and inputs."""
     name = cfg.backbone.pretrained.split(":", 1)[1]
     return [f"experiment=source_{name}", f"backbone.name={cfg.backbone.name}",
-            f"data.in_chans={cfg.data.in_chans}", f"data.image_size={cfg.data.image_size}"]
+            f"data.in_chans={cfg.data.in_chans}", f"data.image_size={cfg.data.image_size}",
+            *cfg.backbone.source_overrides]
 
 
 def source_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, str], list[str]]:

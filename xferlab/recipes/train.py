@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,9 @@ class Result:
     model: heads.TransferModel
 
 
-def train(cfg: DictConfig, launch: common.Launch) -> Result:
+def train(cfg: DictConfig, launch: common.Launch,
+          report: Callable[[int, dict[str, float]], None] | None = None) -> Result:
+    """One run; `report(epoch, metrics)` sees every epoch (a search prunes by raising there)."""
     # ---- setup: refuse bad input before anything is built or logged
     problems = common.preflight(cfg)
     if problems:
@@ -91,6 +94,12 @@ def train(cfg: DictConfig, launch: common.Launch) -> Result:
             "backbone.weights_digest": load_report.digest or "none",
             "source.run_id": source.run_id if source else "none",
         })
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            tracking.log_metrics(run_id, metrics, step=epoch)
+            if report is not None:
+                report(epoch, metrics)
+
         tracking.log_subset(cfg.data.name, ds.identity, train_split.labels,
                             data.indices_digest(subset), ds.num_classes)
         history = engine.fit(
@@ -98,7 +107,7 @@ def train(cfg: DictConfig, launch: common.Launch) -> Result:
             train=(train_split.images, train_split.labels), val=(ds.val.images, ds.val.labels),
             loop=loop, epochs=cfg.trainer.epochs, max_steps=cfg.trainer.max_steps,
             base_lr=cfg.optim.lr, schedule=schedule, seed=cfg.seed,
-            on_epoch=lambda epoch, m: tracking.log_metrics(run_id, m, step=epoch),
+            on_epoch=on_epoch,
         )
 
         # ---- test with the best-validation weights
