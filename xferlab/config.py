@@ -106,6 +106,7 @@ class TrainerConfig:
     batch_size: int = 64
     eval_batch_size: int = 512
     max_steps: int | None = None  # a fixed step budget; overrides epochs when set
+    steps_per_epoch: int | None = None  # null = one pass over the training data
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     threads: int | None = None  # torch intra-op threads; null = torch's default
@@ -200,6 +201,8 @@ def validate(cfg: Any) -> list[str]:
     check("trainer.eval_batch_size", t.eval_batch_size >= 1, "use trainer.eval_batch_size >= 1")
     if t.max_steps is not None:
         check("trainer.max_steps", t.max_steps >= 1, "use trainer.max_steps >= 1 or null")
+    if t.steps_per_epoch is not None:
+        check("trainer.steps_per_epoch", t.steps_per_epoch >= 1, "use a value >= 1 or null")
     check("optim.lr", cfg.optim.lr > 0, "use a learning rate > 0 (e.g. optim.lr=1e-3)")
     check("optim.weight_decay", cfg.optim.weight_decay >= 0, "use optim.weight_decay >= 0")
     check("optim.label_smoothing", 0 <= cfg.optim.label_smoothing < 1, "use 0 <= value < 1")

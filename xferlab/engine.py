@@ -71,16 +71,20 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int], Plan],
         optimizer: torch.optim.Optimizer, train: tuple[torch.Tensor, torch.Tensor],
         val: tuple[torch.Tensor, torch.Tensor], loop: Loop, epochs: int, max_steps: int | None,
-        base_lr: float, schedule: Callable[[int, int], float], seed: int,
+        steps_per_epoch: int | None, base_lr: float, schedule: Callable[[int, int], float],
+        seed: int,
         on_epoch: Callable[[int, dict[str, float]], None]) -> History:
     """Train for `epochs` (or exactly `max_steps` steps), keeping the best-validation weights.
+
+    An epoch is one pass over the data, or `steps_per_epoch` steps through reshuffled passes:
+    with a step budget, runs on 1% and 100% of the data then validate equally often.
 
     `plan_for(epoch)` gives the freezing plan; it is applied only when it changes, so the
     optimizer (and the state of groups that already trained) is never rebuilt.
     """
     images, labels = train
     # drop_last so a batch of one never reaches BatchNorm in training mode
-    steps_per_epoch = max(1, len(labels) // loop.batch_size)
+    steps_per_epoch = steps_per_epoch or max(1, len(labels) // loop.batch_size)
     batch = min(loop.batch_size, len(labels))
     total_steps = max_steps or epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
@@ -98,8 +102,10 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
             train_mode(model, groups, plan)
             started, seen = time.perf_counter(), 0
             loss_sum = torch.zeros((), device=loop.device)
-            order = torch.randperm(len(labels), generator=generator)
             n_steps = min(steps_per_epoch, total_steps - step)
+            passes = math.ceil(n_steps * batch / len(labels))
+            order = torch.cat([torch.randperm(len(labels), generator=generator)
+                               for _ in range(passes)])
             for i in range(n_steps):
                 idx = order[i * batch:(i + 1) * batch]
                 x = images[idx]

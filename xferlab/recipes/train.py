@@ -106,8 +106,8 @@ def train(cfg: DictConfig, launch: common.Launch,
             model, groups=groups, plan_for=plan_for, optimizer=opt,
             train=(train_split.images, train_split.labels), val=(ds.val.images, ds.val.labels),
             loop=loop, epochs=cfg.trainer.epochs, max_steps=cfg.trainer.max_steps,
-            base_lr=cfg.optim.lr, schedule=schedule, seed=cfg.seed,
-            on_epoch=on_epoch,
+            steps_per_epoch=cfg.trainer.steps_per_epoch, base_lr=cfg.optim.lr, schedule=schedule,
+            seed=cfg.seed, on_epoch=on_epoch,
         )
 
         # ---- test with the best-validation weights
