@@ -34,6 +34,11 @@ BAD_INPUTS = [
     (["backbone.pretrained=file:/no/such/weights.safetensors"], "no such file"),
     (["optim.lr=abc"], "optim.lr='abc' is invalid"),
     (["-m", "seed=0,1", "data.fraction=0.5,2"], "data.fraction=2.0 is out of range"),
+    (["data=image_folder", "data.root=/no/such/folder"], "data.root='/no/such/folder'"),
+    (["data.shots=500"], "data.shots=500"),
+    (["data=torchvision", "data.name=CIFAR11"], "CIFAR10"),
+    (['backbone.source_overrides=["trainer.max_step=5"]', "backbone.pretrained=source:glyphs"],
+     "trainer.max_step is not a config key (did you mean 'trainer.max_steps'?)"),
 ]
 
 
