@@ -72,3 +72,13 @@ def test_same_config_and_seed_give_the_same_metrics(tmp_path, strategy):
     (_, [a]), (_, [b]) = _runs(tmp_path / "a"), _runs(tmp_path / "b")
     for key in ("train/loss", "val/loss", "val/acc", "test/acc"):
         assert a.data.metrics[key] == b.data.metrics[key], key
+
+
+def test_a_diverging_run_stops_failed_with_a_clear_message(tmp_path):
+    out = xferlab("train", *FAST, "optim=sgd", "optim.lr=1e12", "sched=constant", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "the run diverged; lower optim.lr" in out.stderr and "Traceback" not in out.stderr
+    client, [run] = _runs(tmp_path)
+    assert run.info.status == "FAILED"
+    traceback = client.download_artifacts(run.info.run_id, "error/traceback.txt", str(tmp_path))
+    assert "FloatingPointError" in open(traceback).read()

@@ -129,6 +129,10 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
                     bar.update(task, loss=loss.item())
                 bar.update(task, advance=1, epoch=epoch + 1)
             elapsed = time.perf_counter() - started
+            if not torch.isfinite(loss_sum):  # checked once per epoch: no sync per step
+                raise FloatingPointError(
+                    f"train/loss became {loss_sum.item()} in epoch {epoch + 1}: the run diverged; "
+                    "lower optim.lr, or use sched.warmup_frac > 0 or trainer.precision=fp32")
             val_loss, val_acc, _ = evaluate(model, *val, loop)
             if val_acc > history.best_val_acc:
                 history.best_val_acc, history.best_epoch = val_acc, epoch
