@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -81,4 +83,4 @@ def test_a_diverging_run_stops_failed_with_a_clear_message(tmp_path):
     client, [run] = _runs(tmp_path)
     assert run.info.status == "FAILED"
     traceback = client.download_artifacts(run.info.run_id, "error/traceback.txt", str(tmp_path))
-    assert "FloatingPointError" in open(traceback).read()
+    assert "FloatingPointError" in Path(traceback).read_text()

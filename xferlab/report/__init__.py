@@ -1,0 +1,172 @@
+"""`xferlab report`: an experiment's finished MLflow runs -> ablation tables and plots.
+
+Runs are grouped by row and column keys (config groups, params or tags) and summarized over
+seeds: mean ± std, n and a 95% bootstrap CI; optionally the paired difference to a baseline row.
+Rendering (Markdown, LaTeX, CSV, PNG) lives in `_render`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from xferlab import tracking
+from xferlab.report import _runs, _stats
+from xferlab.report._render import csv, latex, markdown, plot
+from xferlab.report._runs import DERIVED, ReportError, parse_since, same_value
+
+__all__ = ["SUFFIXES", "Report", "ReportError", "client", "csv", "latex", "log", "make",
+           "markdown", "parse_since", "plot"]
+
+UNSET = "(unset)"  # the label of a key a run did not log
+SUFFIXES = {"md": ".md", "latex": ".tex", "csv": ".csv"}  # format -> file suffix
+
+
+@dataclass
+class Report:
+    experiment: str
+    metric: str
+    rows: list[str]
+    cols: list[str]
+    seeds: list[str]
+    min_n: int
+    cells: pd.DataFrame  # one line per cell with runs: row keys, col keys, n, mean, std, ci_*
+    row_labels: list[tuple[str, ...]]  # in table order
+    col_labels: list[tuple[str, ...]]
+    paired: pd.DataFrame | None  # like `cells`, for differences to the baseline row
+    baseline: tuple[str, ...] | None
+    runs: int
+    parents: list[str | None]  # the parent run of each sweep the runs belong to (None: no sweep)
+    warnings: list[str]
+
+    def sweep_parent(self) -> str:
+        """The parent run of the one sweep all runs belong to (where `--log` writes)."""
+        if len(self.parents) != 1 or self.parents[0] is None:
+            listed = ", ".join(p or "(runs outside a sweep)" for p in self.parents)
+            raise ReportError(f"--log needs the runs of one sweep, these come from: {listed}; "
+                              "pass --parent RUN_ID")
+        return self.parents[0]
+
+
+def client(uri: str | None) -> MlflowClient:
+    """A client of the store `xferlab train` writes (`--uri`, else MLFLOW_TRACKING_URI, else
+    sqlite:///outputs/mlflow.db)."""
+    uri = tracking.resolve_uri(uri)
+    path = Path(uri.removeprefix("sqlite:///"))
+    if uri.startswith("sqlite:///") and not path.is_file():  # never create an empty store
+        raise ReportError(f"no MLflow store at {path}: run the report where `xferlab train` "
+                          "ran, or pass --uri")
+    return MlflowClient(uri)
+
+
+def make(store: MlflowClient, experiment: str, *, rows: Sequence[str], cols: Sequence[str] = (),
+         metric: str = "test/acc", seeds: Sequence[str] = ("seed", "data.subset_seed"),
+         where: Sequence[str] = (), since: datetime | None = None, parent: str | None = None,
+         min_n: int = 3, paired_vs: str | None = None, ignore: Sequence[str] = ()) -> Report:
+    """The table of `metric` by rows x cols over the experiment's FINISHED runs."""
+    rows, cols, seeds = list(rows), list(cols), list(seeds)
+    keys = [*rows, *cols, *seeds]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ReportError(f"{', '.join(repeated)} named twice among --rows, --cols and --seeds: "
+                          "name each key once")
+    if paired_vs is not None and not seeds:
+        raise ReportError("--paired-vs pairs runs by their seeds: give --seeds, e.g. "
+                          "--seeds seed,data.subset_seed")
+    runs = _runs.load(store, experiment, parent=parent, since=since)
+    for clause in where:
+        runs = _runs.where(runs, clause)
+    value = _runs.resolve_metric(runs, metric)
+    columns = {key: _runs.resolve(runs, key, flag)
+               for flag, named in (("--rows", rows), ("--cols", cols), ("--seeds", seeds))
+               for key in named}
+    runs, warnings = _comparable(runs, columns, value, metric, set(ignore))
+
+    tidy = pd.DataFrame({key: runs[column].fillna(UNSET) for key, column in columns.items()})
+    tidy["value"] = runs[value]
+    rank = {key: {label: i for i, label in enumerate(_runs.ordered(tidy[key]))} for key in keys}
+    table = _sorted(_stats.cells(tidy, [*rows, *cols]), rank)
+    row_labels = _labels(table, rows, rank)
+    col_labels = _labels(table, cols, rank)
+    low = table[table["n"] < min_n]
+    if len(low):
+        warnings.append(f"{len(low)} of {len(table)} cells have fewer than {min_n} runs "
+                        "(marked †)")
+
+    baseline = paired = None
+    if paired_vs is not None:
+        baseline = _baseline(paired_vs, rows, row_labels)
+        paired = _sorted(_stats.paired(tidy, rows, cols, seeds, baseline), rank)
+    return Report(experiment=experiment, metric=metric, rows=rows, cols=cols, seeds=seeds,
+                  min_n=min_n, cells=table, row_labels=row_labels, col_labels=col_labels,
+                  paired=paired, baseline=baseline, runs=len(runs),
+                  parents=list(dict.fromkeys(p if isinstance(p, str) else None
+                                             for p in runs["parent"])),
+                  warnings=warnings)
+
+
+def _comparable(runs: pd.DataFrame, columns: dict[str, str], value: str, metric: str,
+                ignore: set[str]) -> tuple[pd.DataFrame, list[str]]:
+    """The runs that can be compared, and warnings: runs without the metric are left out, a
+    rerun counts once, and params that differ although no key names them are confounders."""
+    warnings = []
+    lacking = runs[value].isna()
+    if lacking.any():
+        warnings.append(f"{lacking.sum()} of {len(runs)} runs did not log {metric}: left out")
+        runs = runs[~lacking]
+    params = [c for c in runs.columns
+              if c.startswith("params.") and c.removeprefix("params.") not in ignore | DERIVED]
+    kept = _stats.latest_reruns(runs, [*columns.values(), *params])
+    if len(kept) < len(runs):
+        warnings.append(f"{len(runs) - len(kept)} runs repeat an earlier run's config and seeds: "
+                        "only the latest of each counts")
+    named = {c.removeprefix("params.") for c in columns.values() if c.startswith("params.")}
+    groups = {c.removeprefix("tags.choice.") for c in columns.values()
+              if c.startswith("tags.choice.")}
+    confounded = _stats.confounders(kept, named | ignore, groups)
+    if confounded:
+        listed = "; ".join(f"{k} ({', '.join(v)})" for k, v in confounded.items())
+        warnings.append(f"confounded comparison: runs differ in params that are neither rows, "
+                        f"cols nor seeds: {listed}; add them to --rows/--cols, filter with "
+                        "--where, or --ignore those that cannot matter")
+    return kept, warnings
+
+
+def _sorted(table: pd.DataFrame, rank: dict[str, dict[str, int]]) -> pd.DataFrame:
+    keys = [c for c in table.columns if c in rank]
+    return table.sort_values(keys, key=lambda s: s.map(rank[s.name])).reset_index(drop=True)
+
+
+def _labels(table: pd.DataFrame, keys: list[str],
+            rank: dict[str, dict[str, int]]) -> list[tuple[str, ...]]:
+    found = set(table[keys].itertuples(index=False, name=None))
+    return sorted(found, key=lambda labels: [rank[k][v] for k, v in zip(keys, labels)])
+
+
+def _baseline(paired_vs: str, rows: list[str],
+              row_labels: list[tuple[str, ...]]) -> tuple[str, ...]:
+    wanted = [v.strip() for v in paired_vs.split(",")]
+    for labels in row_labels:
+        if len(wanted) == len(labels) and all(map(same_value, labels, wanted)):
+            return labels
+    listed = ", ".join(",".join(labels) for labels in row_labels)
+    raise ReportError(f"--paired-vs {paired_vs!r} is not a row of the table ({', '.join(rows)}); "
+                      f"rows: {listed}")
+
+
+def log(store: MlflowClient, report: Report, texts: dict[str, str], figure=None) -> str:
+    """Log the rendered report ({format: text}) and the plot as artifacts of the sweep's parent
+    run under `report/`; returns the parent run id."""
+    parent = report.sweep_parent()
+    stem = "_".join([report.metric, "by", *report.rows, *(["x", *report.cols] if report.cols
+                                                          else [])]).replace("/", "-")
+    for fmt, text in texts.items():
+        store.log_text(parent, text, f"report/{stem}{SUFFIXES[fmt]}")
+    if figure is not None:
+        store.log_figure(parent, figure, f"report/{stem}.png")
+    return parent

@@ -1,0 +1,181 @@
+"""A report as Markdown, LaTeX (booktabs) or CSV, and its metric against a numeric column key as a
+figure ready for a paper."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import NullLocator
+
+from xferlab.report._runs import ReportError, is_number
+from xferlab.report._stats import SUMMARY
+
+if TYPE_CHECKING:
+    from xferlab.report import Report
+
+Cell = Callable[[dict], str]
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def markdown(report: Report, digits: int = 3) -> str:
+    """The table, the paired differences if asked, and the warnings (which explain †)."""
+    title = (f"### {report.metric} by {' × '.join(report.rows + report.cols)} — experiment "
+             f"`{report.experiment}`, {report.runs} runs")
+    legend = f"mean ± std [95% bootstrap CI] (n) over {', '.join(report.seeds) or 'runs'}"
+    lines = [title, "", legend, "",
+             *_md_table(report, report.cells, lambda c: _md_cell(c, digits, report.min_n))]
+    if report.paired is not None:
+        title = (f"### Δ {report.metric} vs {_baseline(report)}, paired by "
+                 f"{', '.join(report.seeds)}")
+        lines += ["", title, "", "mean difference [95% bootstrap CI] (pairs)", "",
+                  *_md_table(report, report.paired, lambda c: _md_diff(c, digits),
+                             skip=report.baseline)]
+    lines += [f"\n> **warning:** {w}" for w in report.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def latex(report: Report, digits: int = 3) -> str:
+    """booktabs tabulars (the table, then the paired differences), warnings as comments."""
+    title = (f"% xferlab report: {report.metric} by {' x '.join(report.rows + report.cols)}, "
+             f"experiment {report.experiment}, {report.runs} runs")
+    legend = (f"% cells: mean \\pm std over {', '.join(report.seeds) or 'runs'} "
+              f"[95% bootstrap CI]; \\dagger: fewer than {report.min_n} runs")
+    lines = [title, legend,
+             *_tex_table(report, report.cells, lambda c: _tex_cell(c, digits, report.min_n))]
+    if report.paired is not None:
+        lines += [f"% paired difference to {_baseline(report)} [95% bootstrap CI]",
+                  *_tex_table(report, report.paired, lambda c: _tex_diff(c, digits),
+                              skip=report.baseline)]
+    lines += [f"% warning: {w}" for w in report.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def csv(report: Report) -> str:
+    """One line per cell: its keys, metric, n, mean, std, ci_low, ci_high, low_n (and the
+    paired difference as diff_*), at full precision."""
+    keys = report.rows + report.cols
+    table = report.cells.assign(low_n=report.cells["n"] < report.min_n)
+    table.insert(len(keys), "metric", report.metric)
+    if report.paired is not None:
+        diffs = report.paired.rename(columns={s: f"diff_{s}" for s in SUMMARY})
+        table = table.merge(diffs, on=keys, how="left").astype({"diff_n": "Int64"})
+    return table.to_csv(index=False)
+
+
+def plot(report: Report) -> Figure:
+    """The metric against the first numeric column key: one line per row value (and value of
+    the other column keys) with its 95% CI as a band; log x when the key spans a decade."""
+    x_key = next((k for k in report.cols if all(map(is_number, report.cells[k]))), None)
+    if x_key is None:
+        raise ReportError("--plot needs a numeric column key, e.g. --cols data.fraction; column "
+                          f"keys: {', '.join(report.cols) or '(none)'}")
+    others = [k for k in report.rows + report.cols if k != x_key]
+    table = report.cells.assign(x=report.cells[x_key].astype(float))
+    fig = Figure(figsize=(5.0, 3.4), layout="constrained")
+    ax = fig.subplots()
+    for labels, group in table.groupby(others, sort=False):
+        group = group.sort_values("x")
+        (line,) = ax.plot(group["x"], group["mean"], marker="o", label=", ".join(labels))
+        ax.fill_between(group["x"], group["ci_low"], group["ci_high"], color=line.get_color(),
+                        alpha=0.2, linewidth=0)
+        low = group[group["n"] < report.min_n]  # open markers: too few runs to trust
+        ax.scatter(low["x"], low["mean"], facecolor="white", edgecolor=line.get_color(),
+                   zorder=3)
+    handles, names = ax.get_legend_handles_labels()
+    if (table["n"] < report.min_n).any():
+        handles.append(Line2D([], [], linestyle="none", marker="o", color="gray",
+                              markerfacecolor="white"))
+        names.append(f"n < {report.min_n}")
+    ticks = sorted(table["x"].unique())
+    if ticks[0] > 0 and ticks[-1] / ticks[0] >= 10:
+        ax.set_xscale("log")
+    ax.set_xticks(ticks, labels=[f"{t:g}" for t in ticks])  # the values measured, no others
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(f"{report.metric} (mean, 95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(handles, names, title=", ".join(others), frameon=False, fontsize="small")
+    return fig
+
+
+def _grid(report: Report, table: pd.DataFrame,
+          skip: tuple[str, ...] | None) -> list[tuple[tuple[str, ...], list[dict | None]]]:
+    """(row labels, the cell of each column or None), in table order."""
+    keys = report.rows + report.cols
+    found = {tuple(c[k] for k in keys): c for c in table.to_dict("records")}
+    return [(row, [found.get(row + col) for col in report.col_labels])
+            for row in report.row_labels if row != skip]
+
+
+def _md_table(report: Report, table: pd.DataFrame, cell: Cell,
+              skip: tuple[str, ...] | None = None) -> list[str]:
+    heads = [*report.rows, *(", ".join(f"{k}={v}" for k, v in zip(report.cols, col))
+                             for col in report.col_labels)] if report.cols else [
+        *report.rows, report.metric]
+    lines = [_md_row(heads), "|" + "---|" * len(report.rows) + "--:|" * len(report.col_labels)]
+    for row, cells in _grid(report, table, skip):
+        lines.append(_md_row([*row, *(cell(c) if c else "—" for c in cells)]))
+    return lines
+
+
+def _md_row(texts: list[str]) -> str:
+    return "| " + " | ".join(t.replace("|", "\\|") for t in texts) + " |"
+
+
+def _md_cell(c: dict, digits: int, min_n: int) -> str:
+    spread = f" ± {c['std']:.{digits}f}" if c["n"] > 1 else ""
+    mark = " †" if c["n"] < min_n else ""
+    return (f"{c['mean']:.{digits}f}{spread} [{c['ci_low']:.{digits}f}, "
+            f"{c['ci_high']:.{digits}f}] ({c['n']}){mark}")
+
+
+def _md_diff(c: dict, digits: int) -> str:
+    return (f"{c['mean']:+.{digits}f} [{c['ci_low']:+.{digits}f}, {c['ci_high']:+.{digits}f}] "
+            f"({c['n']})")
+
+
+def _tex_table(report: Report, table: pd.DataFrame, cell: Cell,
+               skip: tuple[str, ...] | None = None) -> list[str]:
+    k, m = len(report.rows), len(report.col_labels)
+    lines = [f"\\begin{{tabular}}{{{'l' * k}{'c' * m}}}", r"\toprule"]
+    if report.cols:
+        spanner = (f"\\multicolumn{{{k}}}{{l}}{{}} & \\multicolumn{{{m}}}{{c}}"
+                   f"{{{_tex(', '.join(report.cols))}}} \\\\")
+        lines += [spanner, f"\\cmidrule(lr){{{k + 1}-{k + m}}}",
+                  _tex_row([*report.rows, *(", ".join(col) for col in report.col_labels)])]
+    else:
+        lines.append(_tex_row([*report.rows, report.metric]))
+    lines.append(r"\midrule")
+    for row, cells in _grid(report, table, skip):
+        lines.append(" & ".join([*map(_tex, row), *(cell(c) if c else "--" for c in cells)])
+                     + r" \\")
+    return [*lines, r"\bottomrule", r"\end{tabular}"]
+
+
+def _tex_row(texts: list[str]) -> str:
+    return " & ".join(map(_tex, texts)) + r" \\"
+
+
+def _tex(text: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in text)
+
+
+def _tex_cell(c: dict, digits: int, min_n: int) -> str:
+    spread = f" \\pm {c['std']:.{digits}f}" if c["n"] > 1 else ""
+    mark = "$^\\dagger$" if c["n"] < min_n else ""
+    return (f"${c['mean']:.{digits}f}{spread}$ {{\\scriptsize [{c['ci_low']:.{digits}f}, "
+            f"{c['ci_high']:.{digits}f}]}}{mark}")
+
+
+def _tex_diff(c: dict, digits: int) -> str:
+    return (f"${c['mean']:+.{digits}f}$ {{\\scriptsize [{c['ci_low']:+.{digits}f}, "
+            f"{c['ci_high']:+.{digits}f}]}}")
+
+
+def _baseline(report: Report) -> str:
+    return ", ".join(f"{k}={v}" for k, v in zip(report.rows, report.baseline))
