@@ -81,6 +81,15 @@ def git_tags(cwd: Path) -> dict[str, str]:
         return {}
 
 
+class StopRun(Exception):
+    """Raised inside `run` to end it early yet FINISHED, with `tags` saying why (e.g. a pruned
+    search trial: `tune.state=pruned`). It still propagates to whoever stopped the run."""
+
+    def __init__(self, reason: str, tags: Mapping[str, str]):
+        super().__init__(reason)
+        self.tags = dict(tags)
+
+
 @contextmanager
 def run(experiment_id: str, *, name: str, tags: dict[str, str],
         parent_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
@@ -90,6 +99,10 @@ def run(experiment_id: str, *, name: str, tags: dict[str, str],
                               parent_run_id=parent_run_id)
     try:
         yield active
+    except StopRun as stop:
+        mlflow.set_tags(stop.tags)
+        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+        raise
     except KeyboardInterrupt:
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         raise

@@ -1,0 +1,206 @@
+"""Studies on persistent storage: open or resume, samplers and pruners, workers claiming trials,
+and finding the trials of workers that died."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+
+import optuna
+from filelock import FileLock, Timeout
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
+
+from xferlab import tracking
+from xferlab.tune._space import Search, SearchError
+from xferlab.tune._values import grid
+
+TUNE_DIR = Path("outputs/tune")
+# States that count towards tune.trials; a FAIL does not, so a failed trial is replaced.
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+WORKER = "xferlab.worker"  # trial user attr: the worker that claimed it
+RECORD = "xferlab.search"  # study user attr: the search and overrides it was started with
+
+
+def default_storage(study: str) -> str:
+    return str(TUNE_DIR.resolve() / f"{study}.journal")
+
+
+def open_storage(location: str) -> BaseStorage:
+    """A journal file (a path), safe for processes on one machine, or an RDB (a URL) for many."""
+    try:
+        if "://" in location:
+            return RDBStorage(location)  # creates the schema now, before any worker races on it
+        Path(location).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(location))
+    except (SQLAlchemyError, ImportError, OSError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise SearchError([(f"tune.storage={shown(location)!r} cannot be opened ({reason}): give a "
+                           "writable journal file path or a reachable database URL")]) from None
+
+
+def shown(location: str) -> str:
+    """The storage location without a database password, for tags and the console."""
+    return re.sub(r"//([^/:@]+):[^/@]+@", r"//\1:***@", location)
+
+
+def claim_lock(location: str) -> AbstractContextManager:
+    """Counting the trials and asking for one must be one step, or two workers both take the
+    last trial. A file lock makes it one for stores on this machine; remote databases go without
+    (README: at most one trial over the total per extra machine)."""
+    if "://" not in location:
+        return FileLock(f"{location}.claim.lock")
+    if location.startswith("sqlite:///"):
+        return FileLock(f"{location.removeprefix('sqlite:///')}.claim.lock")
+    return nullcontext()
+
+
+def open_study(storage: BaseStorage, name: str, search: Search,
+               overrides: list[str]) -> optuna.Study:
+    """Create the study, or resume it when it holds the same search and overrides."""
+    study = optuna.create_study(storage=storage, study_name=name, directions=search.directions,
+                                load_if_exists=True)
+    record = {**search.record(), "overrides": overrides}
+    found = study.user_attrs.get(RECORD)
+    if found is None:
+        study.set_user_attr(RECORD, record)
+    elif found != record:
+        differ = [key for key in record if found.get(key) != record[key]]
+        raise SearchError([(f"tune.study={name!r} holds another search ({', '.join(differ)} "
+                           "differ): resume it with the same search and overrides, or give a "
+                           "new tune.study")])
+    return study
+
+
+def load_study(name: str, storage: BaseStorage, search: Search, seed: int) -> optuna.Study:
+    """The study as one worker sees it, with its own sampler and pruner."""
+    return optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(search, seed),
+                             pruner=make_pruner(search))
+
+
+def worker_seed(seed: int | None, started: int, worker: int) -> int | None:
+    """A sampler seed per worker and launch (equal seeds would sample the same points again);
+    None without tune.seed."""
+    if seed is None:
+        return None
+    return random.Random(f"{seed}:{started}:{worker}").getrandbits(32)
+
+
+def make_sampler(search: Search, seed: int) -> optuna.samplers.BaseSampler:
+    startup = search.startup_trials
+    samplers: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup),
+        "grid": lambda: _Grid(grid(search.params), seed=seed),
+        # a generation needs two parents at least
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, startup)),
+    }
+    return samplers[search.sampler]()
+
+
+class _Grid(optuna.samplers.GridSampler):
+    """Optuna's grid sampler calls `study.stop()` once the grid is done, which only works inside
+    `study.optimize`: with ask/tell, `tune.trials` ends the study instead."""
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: list[float] | None) -> None:
+        pass
+
+
+def make_pruner(search: Search) -> optuna.pruners.BasePruner:
+    # steps are epochs trained (1, 2, ...), Optuna's "resource"
+    pruners: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials,
+                                                      n_warmup_steps=search.warmup_epochs),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(
+            min_resource=max(1, search.warmup_epochs)),
+        "none": optuna.pruners.NopPruner,
+    }
+    return pruners[search.pruner]()
+
+
+class Pruned(tracking.StopRun, optuna.TrialPruned):
+    """The pruner stopped the trial: PRUNED in Optuna, a FINISHED run tagged tune.state=pruned."""
+
+    def __init__(self, epoch: int):
+        super().__init__(f"pruned after epoch {epoch}", {"tune.state": "pruned"})
+
+
+def reporter(trial: optuna.Trial, *, intermediate: bool) -> Callable[[int, dict[str, float]], None]:
+    """The `report` hook of a trial's training: a diverged loss fails the trial, and val/acc
+    goes to the pruner (Optuna takes intermediate values for single-objective studies only)."""
+    def report(epoch: int, metrics: dict[str, float]) -> None:
+        if not math.isfinite(metrics["train/loss"]):
+            raise FloatingPointError(f"train/loss is {metrics['train/loss']} at epoch {epoch}: "
+                                     "the trial diverged")
+        if intermediate:
+            trial.report(metrics["val/acc"], step=epoch + 1)
+            if trial.should_prune():
+                raise Pruned(epoch)
+    return report
+
+
+@contextmanager
+def worker(launch: str) -> Iterator[dict[str, str]]:
+    """This process as a worker of a study, for as long as it holds a lock file: the journal
+    storage has no heartbeat, so a free lock is how a later launch knows the worker died."""
+    path = TUNE_DIR.resolve() / "workers" / f"{uuid.uuid4().hex}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(path):
+            yield {"host": socket.gethostname(), "lock": str(path), "launch": launch}
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def claim(study: optuna.Study, me: dict[str, str], *, total: int, lock: AbstractContextManager,
+          deadline: float | None, max_failures: int) -> optuna.Trial | None:
+    """The next trial for this worker; None once the study holds `total` trials, or this
+    launch has used up its time or its failures."""
+    if deadline is not None and time.time() >= deadline:
+        return None
+    with lock:
+        trials = study.get_trials(deepcopy=False)
+        if (failures(trials, me["launch"]) >= max_failures
+                or sum(t.state in COUNTED for t in trials) >= total):
+            return None
+        trial = study.ask()
+        trial.set_user_attr(WORKER, me)
+    return trial
+
+
+def failures(trials: list[FrozenTrial], launch: str) -> int:
+    """Failed trials of one launch: tune.max_failures counts these, not those of earlier ones."""
+    return sum(t.state == TrialState.FAIL and t.user_attrs.get(WORKER, {}).get("launch") == launch
+               for t in trials)
+
+
+def stale_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """RUNNING trials whose worker, on this machine, is gone (killed or crashed). Workers on
+    other machines cannot be checked from here; their own machine's next launch does it."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if _dead(t.user_attrs.get(WORKER))]
+
+
+def _dead(me: dict[str, str] | None) -> bool:
+    if not me or me["host"] != socket.gethostname():
+        return False
+    lock = Path(me["lock"])
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(lock, timeout=0):
+            pass
+    except Timeout:
+        return False
+    lock.unlink(missing_ok=True)
+    return True
