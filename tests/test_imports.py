@@ -49,3 +49,15 @@ def test_cli_help_does_not_import_heavy_libraries():
             "print(sorted(m for m in ('torch', 'timm', 'mlflow', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_config_errors_answer_without_importing_torch(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from xferlab import cli; code = cli.main(['train', 'data.fraction=2']); "
+            "print(code, sorted(m for m in ('torch', 'timm', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
+    assert out.stdout.strip().splitlines()[-1] == "2 []"
+    assert "data.fraction=2.0 is out of range" in out.stderr

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from xferlab import backbones, config, data, heads, tracking
 from xferlab.freezing import add_lora
-from xferlab.recipes import sources
+from xferlab.recipes import compose
 
 # Errors that are the user's to fix: one line, exit code 2, no traceback, no MLflow run.
 USER_ERRORS = (config.ConfigError, data.DataError, backbones.WeightsError,
@@ -31,18 +31,9 @@ def exit_user_error(err: Exception) -> NoReturn:
 
 def preflight(cfg: DictConfig) -> list[str]:
     """Every problem of a composed config that can be seen before building anything."""
-    problems = config.validate(cfg)
+    problems = compose.check(cfg)
     name_problem = backbones.check_model_name(cfg.backbone.name)
-    if name_problem:
-        problems.append(name_problem)
-    source_problem = sources.source_problem(cfg)
-    if source_problem:
-        problems.append(source_problem)
-    source = cfg.backbone.pretrained
-    if source.startswith("file:") and not Path(source[5:]).expanduser().is_file():
-        problems.append(f"backbone.pretrained={source!r}: no such file; give the path of a "
-                        ".safetensors, .pth or .bin weights file")
-    return problems
+    return [*problems, name_problem] if name_problem else problems
 
 
 def device_and_precision(trainer: DictConfig) -> tuple[torch.device, bool]:

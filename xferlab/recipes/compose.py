@@ -18,7 +18,7 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from xferlab.config import ConfigError, close_match, register
+from xferlab.config import ConfigError, close_match, register, validate
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -37,8 +37,8 @@ def parse(overrides: list[str]) -> list[Override]:
         return OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException as err:
         reason = str(err).splitlines()[0]
-        raise ConfigError([f"cannot parse the overrides ({reason}): quote values holding '=' "
-                           "or spaces, e.g. 'key=[\"a=1\",\"b=2\"]'"]) from None
+        raise ConfigError([(f"cannot parse the overrides ({reason}): quote values holding '=' "
+                            "or spaces, e.g. 'key=[\"a=1\",\"b=2\"]'")]) from None
 
 
 def compose(overrides: list[str]) -> DictConfig:
@@ -117,3 +117,22 @@ def _explain(key: str, value: object, err: Exception, base: DictConfig) -> str:
     expected = OmegaConf.select(base, key)
     kind = type(expected).__name__ if expected is not None else "a valid value"
     return f"{key}={value!r} is invalid ({reason}); give {kind} like {key}={expected!r}"
+
+
+def check(cfg: DictConfig) -> list[str]:
+    """Every problem of a composed config seen without importing torch: ranges, choices,
+    weights files and `source:` names."""
+    problems = validate(cfg)
+    source = cfg.backbone.pretrained
+    if source.startswith("file:") and not Path(source[5:]).expanduser().is_file():
+        problems.append(f"backbone.pretrained={source!r}: no such file; give the path of a "
+                        ".safetensors, .pth or .bin weights file")
+    if source.startswith("source:"):
+        name = source.split(":", 1)[1]
+        known = [o.removeprefix("source_") for o in options("experiment")
+                 if o.startswith("source_")]
+        if name not in known:
+            problems.append(f"backbone.pretrained='source:{name}' names no source: use one of "
+                            f"{', '.join('source:' + k for k in known)} "
+                            "(conf/experiment/source_<set>.yaml)")
+    return problems

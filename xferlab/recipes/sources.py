@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from xferlab.config import ConfigError
-from xferlab.recipes.compose import compose_with_choices, options
+from xferlab.recipes.compose import compose_with_choices
 
 SOURCES_DIR = Path("outputs/sources")
 # Keys that change where or how visibly a source trains, not the weights it ends with.
@@ -31,18 +31,6 @@ class Source:
 
 def needs_source(cfg: DictConfig) -> bool:
     return cfg.backbone.pretrained.startswith("source:") and cfg.freeze.strategy != "scratch"
-
-
-def source_problem(cfg: DictConfig) -> str | None:
-    """A config problem with `source:<set>`, if any (checked before anything runs)."""
-    if not cfg.backbone.pretrained.startswith("source:"):
-        return None
-    name = cfg.backbone.pretrained.split(":", 1)[1]
-    known = [o.removeprefix("source_") for o in options("experiment") if o.startswith("source_")]
-    if name in known:
-        return None
-    return (f"backbone.pretrained='source:{name}' names no source: use one of "
-            f"{', '.join('source:' + k for k in known)} (conf/experiment/source_<set>.yaml)")
 
 
 def source_overrides(cfg: DictConfig) -> list[str]:
