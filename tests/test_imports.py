@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "xferlab"
 ALLOWED = {
     "config": set(), "data": set(), "backbones": set(), "heads": set(), "freezing": set(),
-    "optim": {"freezing"}, "tracking": {"_plots"}, "_plots": set(),
+    "optim": {"freezing"}, "tracking": set(),
     "engine": {"freezing", "optim"}, "features": {"data", "backbones"}, "tune": {"tracking"},
     "report": {"tracking"},
 }

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from xferlab import backbones, config, data, engine, freezing, heads, optim, tracking
 from xferlab.recipes import common, sources
 from xferlab.recipes.compose import CONF_DIR
+from xferlab.tracking import artifacts
 
 config.register()
 
@@ -100,7 +101,7 @@ def train(cfg: DictConfig, launch: common.Launch,
             if report is not None:
                 report(epoch, metrics)
 
-        tracking.log_subset(cfg.data.name, ds.identity, train_split.labels,
+        artifacts.log_subset(cfg.data.name, ds.identity, train_split.labels,
                             data.indices_digest(subset), ds.num_classes)
         history = engine.fit(
             model, groups=groups, plan_for=plan_for, optimizer=opt,
@@ -122,7 +123,7 @@ def train(cfg: DictConfig, launch: common.Launch,
             # backbone and head apart: the backbone file loads as `mlflow:` or `file:` weights
             backbones.save_backbone(model.backbone, Path(tmp) / "backbone.safetensors")
             backbones.save_backbone(model.head, Path(tmp) / "head.safetensors")
-            tracking.log_run_artifacts(
+            artifacts.log_run_artifacts(
                 Path(tmp), cfg=OmegaConf.to_yaml(cfg, resolve=True), overrides=launch.overrides,
                 history=history.epochs, labels=ds.test.labels, pred=pred, classes=ds.classes,
             )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -15,14 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import torch
 from filelock import FileLock
-from mlflow.data.code_dataset_source import CodeDatasetSource
-from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
-
-from xferlab import _plots
 
 PARENT_ENV = "XFERLAB_PARENT_RUN_ID"  # set by the CLI for the jobs of a multirun
 
@@ -141,39 +135,3 @@ def end_parent(run_id: str, status: str) -> None:
 def log_params(resolved: Mapping[str, Any], extra: Mapping[str, Any]) -> None:
     """The flattened resolved config (dotted keys) plus run facts that are not config."""
     mlflow.log_params({**flatten(resolved), **extra})
-
-
-def log_subset(name: str, identity: str, labels: torch.Tensor, digest: str,
-               num_classes: int) -> None:
-    """The exact training subset as a dataset input whose digest is that of its indices."""
-    counts = torch.bincount(labels, minlength=num_classes).tolist()
-    source = CodeDatasetSource({"dataset": name, "identity": identity})
-    dataset = MetaDataset(source, name=f"{name}-train", digest=digest)
-    mlflow.log_input(dataset, context="train",
-                     tags={"class_counts": json.dumps(counts), "size": str(len(labels))})
-
-
-def log_run_artifacts(checkpoint: Path, *, cfg: str, overrides: list[str],
-                      history: list[dict[str, float]], labels: torch.Tensor, pred: torch.Tensor,
-                      classes: list[str]) -> None:
-    """Resolved config, overrides, checkpoint folder, learning curves, confusion, per-class CSV."""
-    mlflow.log_text(cfg, "config.yaml")
-    mlflow.log_text("".join(f"- {o}\n" for o in overrides) or "[]\n", "overrides.yaml")
-    mlflow.log_artifacts(str(checkpoint), "checkpoint")
-    mlflow.log_figure(_plots.learning_curves(history), "plots/learning_curves.png")
-    confusion = torch.zeros(len(classes), len(classes), dtype=torch.long)
-    confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
-    mlflow.log_figure(_plots.confusion(confusion, classes), "plots/confusion_matrix.png")
-    mlflow.log_text(_per_class_csv(confusion, classes), "per_class_metrics.csv")
-
-
-def _per_class_csv(confusion: torch.Tensor, classes: list[str]) -> str:
-    """precision, recall, f1 and support per class from a (true, pred) confusion matrix."""
-    rows = ["class,precision,recall,f1,support"]
-    for c, name in enumerate(classes):
-        tp = confusion[c, c].item()
-        precision = tp / max(1, confusion[:, c].sum().item())
-        recall = tp / max(1, confusion[c].sum().item())
-        f1 = 2 * precision * recall / max(1e-12, precision + recall)
-        rows.append(f"{name},{precision:.4f},{recall:.4f},{f1:.4f},{confusion[c].sum().item()}")
-    return "\n".join(rows) + "\n"
