@@ -10,6 +10,7 @@ import time
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,9 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+@cache  # read once per process: a long sweep must not tag later jobs with a later HEAD
 def git_tags(cwd: Path) -> dict[str, str]:
-    """Commit and dirty flag of the checkout the run starts from ({} outside git)."""
+    """Commit and dirty flag of the checkout the launch started from ({} outside git)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
                               check=True).stdout.strip()
