@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/xferlab train -m experiment=demo freeze=scratch,linear_probe,full data.fraction=0.05,1.0
 	$(BIN)/xferlab report --experiment demo --rows freeze --cols data.fraction --metric test/acc \
-		--min-n 1
+		--parent latest --min-n 1
 	@echo "Browse every run, its curves and artifacts: $(BIN)/xferlab ui  (http://127.0.0.1:5000)"
 
 test: $(STAMP)

@@ -204,6 +204,8 @@ def test_where_since_and_parent_select_runs(study):
     assert recent.runs == 4 and recent.parents == [study["sweep_b"]]
     one = _make(study, rows=["freeze"], where=[], parent=study["sweep_a"])
     assert one.runs == 26 and one.parents == [study["sweep_a"]]
+    latest = _make(study, rows=["freeze"], where=[], parent="latest")
+    assert latest.runs == 4 and latest.parents == [study["sweep_b"]]
 
 
 def test_differences_outside_rows_cols_and_seeds_are_warned_as_confounders(capsys, study):

@@ -190,7 +190,8 @@ def _report(args: list[str]) -> int:
                         help="keep runs with KEY=VALUE (or KEY!=VALUE); repeatable")
     parser.add_argument("--since", metavar="WHEN",
                         help="runs started since a date (2026-11-01) or an age (36h, 7d)")
-    parser.add_argument("--parent", metavar="RUN_ID", help="one sweep only: its parent run")
+    parser.add_argument("--parent", metavar="RUN_ID",
+                        help="one sweep only: its parent run id, or `latest`")
     parser.add_argument("--min-n", type=int, default=3, metavar="N",
                         help="cells with fewer runs are marked † (default: 3)")
     parser.add_argument("--paired-vs", metavar="ROW",

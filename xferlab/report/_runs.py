@@ -40,6 +40,13 @@ def load(client: MlflowClient, experiment: str, *, parent: str | None = None,
     clauses = ["attributes.status = 'FINISHED'"]
     if since is not None:
         clauses.append(f"attributes.start_time >= {int(since.timestamp() * 1000)}")
+    if parent == "latest":  # the sweep launched last, e.g. the one `make demo` just ran
+        sweeps = client.search_runs([found.experiment_id], "tags.kind = 'sweep'",
+                                    order_by=["attributes.start_time DESC"], max_results=1)
+        if not sweeps:
+            raise ReportError(f"--parent latest: experiment {experiment!r} has no sweep; "
+                              "run a multirun (xferlab train -m ...) or drop --parent")
+        parent = sweeps[0].info.run_id
     if parent is not None:
         if not re.fullmatch(r"\w+", parent):
             raise ReportError(f"--parent {parent!r} is not a run id: give the 32-character id "
