@@ -86,8 +86,6 @@ def test_every_search_file_is_valid_and_its_whole_space_composes(path):
 @pytest.mark.parametrize("sampler", ["tpe", "random", "cmaes", "grid", "nsga2"])
 @pytest.mark.parametrize("pruner", ["median", "hyperband", "none"])
 def test_every_sampler_and_pruner_runs_ask_and_tell(sampler, pruner):
-    if sampler == "cmaes":
-        pytest.importorskip("cmaes")
     params = {"optim.lr": tune.Param(type="float", low=1e-4, high=1e-1, step=None, log=True),
               "freeze.k": tune.Param(type="int", low=1, high=3)}
     if sampler == "grid":
