@@ -1,0 +1,69 @@
+"""Honest run states and concurrent writers on one SQLite store (part of the reliability issue)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import FAST, store_uri
+
+
+def _start(folder, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.Popen([sys.executable, "-m", "xferlab.cli", "train", *FAST, *overrides],
+                            cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _runs(folder):
+    client = MlflowClient(store_uri(folder))
+    exp = client.get_experiment_by_name("xferlab")
+    return client, client.search_runs([exp.experiment_id]) if exp else []
+
+
+def test_four_concurrent_runs_on_a_fresh_store_all_finish_with_their_metrics(tmp_path):
+    procs = [_start(tmp_path, f"seed={seed}", "trainer.epochs=2") for seed in range(4)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    client, runs = _runs(tmp_path)
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2", "3"]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2
+        assert "test/acc" in run.data.metrics
+
+
+def _wait_for_a_running_run(db, seconds: float = 300) -> bool:
+    """Poll with plain sqlite3: an MLflow client would race the schema creation it watches."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(db) as con:
+                if con.execute("select count(*) from runs where status='RUNNING'").fetchone()[0]:
+                    return True
+        except sqlite3.Error:  # not created yet, or mid-migration
+            pass
+        time.sleep(1)
+    return False
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, "KILLED"),
+                                             (signal.SIGTERM, "KILLED")])
+def test_an_interrupted_run_ends_killed_not_running(tmp_path, sig, status):
+    proc = _start(tmp_path, "trainer.epochs=200")
+    assert _wait_for_a_running_run(tmp_path / "outputs" / "mlflow.db"), "the run never started"
+    time.sleep(2)
+    proc.send_signal(sig)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    _, [run] = _runs(tmp_path)
+    assert run.info.status == status
