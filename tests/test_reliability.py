@@ -60,10 +60,14 @@ def _wait_for_a_running_run(db, seconds: float = 300) -> bool:
                                              (signal.SIGTERM, "KILLED")])
 def test_an_interrupted_run_ends_killed_not_running(tmp_path, sig, status):
     proc = _start(tmp_path, "trainer.epochs=200")
-    assert _wait_for_a_running_run(tmp_path / "outputs" / "mlflow.db"), "the run never started"
-    time.sleep(2)
-    proc.send_signal(sig)
-    proc.communicate(timeout=120)
+    try:
+        assert _wait_for_a_running_run(tmp_path / "outputs" / "mlflow.db"), "never started"
+        time.sleep(2)
+        proc.send_signal(sig)
+        proc.communicate(timeout=120)
+    finally:  # never leave a 200-epoch run behind when an assertion fails
+        proc.kill()
+        proc.wait()
     assert proc.returncode != 0
     _, [run] = _runs(tmp_path)
     assert run.info.status == status
