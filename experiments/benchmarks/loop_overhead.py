@@ -46,7 +46,7 @@ def xferlab_loop(model_name: str, images, labels, steps: int, batch: int) -> flo
 
 
 def minimal_loop(model_name: str, images, labels, steps: int, batch: int) -> float:
-    model, groups, opt = build(model_name)
+    model, _, opt = build(model_name)
     model.train()
     generator = torch.Generator().manual_seed(0)
     started = time.perf_counter()
