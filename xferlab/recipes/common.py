@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -27,6 +29,19 @@ def exit_user_error(err: Exception) -> NoReturn:
     for line in str(err).splitlines():
         print(f"xferlab: error: {line}", file=sys.stderr)
     sys.exit(2)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Bad input exits 2 and a diverged run exits 1, each with one line instead of a traceback
+    (the run itself is FAILED with its traceback as an artifact)."""
+    try:
+        yield
+    except USER_ERRORS as err:
+        exit_user_error(err)
+    except FloatingPointError as err:
+        print(f"xferlab: error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 def preflight(cfg: DictConfig) -> list[str]:

@@ -53,14 +53,12 @@ def ensure(configs: list[DictConfig]) -> None:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    try:
+    with common.one_line_errors():
         found = sources.cached(sources.cache_file(cfg))
         if found is None:
             found = build(cfg, common.Launch.from_hydra())
         print(f"source weights: {found.path}  (run {found.run_id}, digest {found.digest})")
         return 0.0
-    except common.USER_ERRORS as err:
-        common.exit_user_error(err)
 
 
 if __name__ == "__main__":

@@ -133,13 +133,8 @@ def train(cfg: DictConfig, launch: common.Launch,
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    try:
+    with common.one_line_errors():
         return train(cfg, common.Launch.from_hydra()).best_val_acc
-    except common.USER_ERRORS as err:
-        common.exit_user_error(err)
-    except FloatingPointError as err:  # the run is FAILED with its traceback; say why in a line
-        print(f"xferlab: error: {err}", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":
