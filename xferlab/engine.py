@@ -32,12 +32,15 @@ class Loop:
     penalty: Callable[[], torch.Tensor] | None = None  # e.g. L2-SP, added to the loss
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        # built once: per batch they would be a host-to-device copy each on CUDA
+        self._mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
+        self._std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
+
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) -> normalised float on the device."""
-        mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
         x = images.to(self.device, non_blocking=True).float().div_(255)
-        return (x - mean) / std
+        return (x - self._mean) / self._std
 
     def autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else nullcontext()
@@ -96,8 +99,8 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
     with bar:
         task = bar.add_task("fit", total=total_steps, epoch=0, epochs=epochs, loss=float("nan"))
         for epoch in range(epochs):
-            if plan_for(epoch) != plan:
-                plan = plan_for(epoch)
+            if (new_plan := plan_for(epoch)) != plan:
+                plan = new_plan
                 trainable = apply_plan(model, groups, plan, optimizer)
             train_mode(model, groups, plan)
             started, seen = time.perf_counter(), 0
