@@ -97,9 +97,15 @@ def normalization(
 def save_backbone(backbone: nn.Module, path: Path) -> str:
     """Write the backbone's state dict as safetensors, atomically; return the file's digest."""
     path = Path(path)
+    write_tensors({k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()},
+                  path)
+    return file_digest(path)
+
+
+def write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Write a safetensors file atomically: a crash mid-write must never leave a truncated file
+    under the final name, only a temporary one that no reader opens."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
-    # a crash mid-write must never leave a truncated file under the final name
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -107,7 +113,6 @@ def save_backbone(backbone: nn.Module, path: Path) -> str:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return file_digest(path)
 
 
 def file_digest(path: Path) -> str:

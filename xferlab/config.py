@@ -111,6 +111,9 @@ class TrainerConfig:
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     threads: int | None = None  # torch intra-op threads; null = torch's default
     progress: bool = True
+    # auto: while the backbone is frozen (and inputs are not augmented), train the head on
+    # cached backbone features (outputs/cache/features/); off: run the backbone every step
+    feature_cache: str = "auto"
 
 
 @dataclass
@@ -150,6 +153,7 @@ CHOICES = {
     "sched.name": ("cosine", "constant"),
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.precision": ("auto", "fp32", "bf16"),
+    "trainer.feature_cache": ("auto", "off"),
 }
 PRETRAINED_KINDS = ("none", "timm", "file", "mlflow", "source")
 

@@ -42,6 +42,10 @@ class Loop:
         x = images.to(self.device, non_blocking=True).float().div_(255)
         return (x - self._mean) / self._std
 
+    def inputs(self, x: torch.Tensor, features: bool) -> torch.Tensor:
+        """A batch as the network takes it: images prepared, cached features as they are."""
+        return x.to(self.device, non_blocking=True) if features else self.prepare(x)
+
     def autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else nullcontext()
 
@@ -55,13 +59,14 @@ class History:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             loop: Loop) -> tuple[float, float, torch.Tensor]:
-    """Mean loss, accuracy and the predictions (N,) over one split."""
+def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+             loop: Loop, features: bool = False) -> tuple[float, float, torch.Tensor]:
+    """Mean loss, accuracy and the predictions (N,) over one split: `model` on images, or, with
+    `features`, the head alone on the split's cached features."""
     model.eval()
     total_loss, preds = 0.0, []
     for start in range(0, len(labels), loop.eval_batch_size):
-        x = loop.prepare(images[start:start + loop.eval_batch_size])
+        x = loop.inputs(inputs[start:start + loop.eval_batch_size], features)
         y = labels[start:start + loop.eval_batch_size].to(loop.device)
         with loop.autocast():
             logits = model(x).float()
@@ -75,15 +80,17 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
         optimizer: torch.optim.Optimizer, train: tuple[torch.Tensor, torch.Tensor],
         val: tuple[torch.Tensor, torch.Tensor], loop: Loop, epochs: int, max_steps: int | None,
         steps_per_epoch: int | None, base_lr: float, schedule: Callable[[int, int], float],
-        seed: int,
-        on_epoch: Callable[[int, dict[str, float]], None]) -> History:
+        seed: int, on_epoch: Callable[[int, dict[str, float]], None],
+        features: Callable[[torch.Tensor], torch.Tensor] | None = None) -> History:
     """Train for `epochs` (or exactly `max_steps` steps), keeping the best-validation weights.
 
     An epoch is one pass over the data, or `steps_per_epoch` steps through reshuffled passes:
     with a step budget, runs on 1% and 100% of the data then validate equally often.
 
     `plan_for(epoch)` gives the freezing plan; it is applied only when it changes, so the
-    optimizer (and the state of groups that already trained) is never rebuilt.
+    optimizer (and the state of groups that already trained) is never rebuilt. While a plan
+    freezes the backbone, `features(images)` (a feature cache) stands in for the backbone: the
+    head trains on the same numbers without running the backbone each epoch.
     """
     images, labels = train
     # drop_last so a batch of one never reaches BatchNorm in training mode
@@ -103,6 +110,10 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
                 plan = new_plan
                 trainable = apply_plan(model, groups, plan, optimizer)
             train_mode(model, groups, plan)
+            on_features = features is not None and plan.backbone_frozen and loop.augment is None
+            net = model.head if on_features else model
+            inputs = features(images) if on_features else images
+            val_inputs = features(val[0]) if on_features else val[0]
             started, seen = time.perf_counter(), 0
             loss_sum = torch.zeros((), device=loop.device)
             n_steps = min(steps_per_epoch, total_steps - step)
@@ -111,13 +122,13 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
                                for _ in range(passes)])
             for i in range(n_steps):
                 idx = order[i * batch:(i + 1) * batch]
-                x = images[idx]
+                x = inputs[idx]
                 if loop.augment is not None:
                     x = loop.augment(x, generator)
-                x, y = loop.prepare(x), labels[idx].to(loop.device)
+                x, y = loop.inputs(x, on_features), labels[idx].to(loop.device)
                 set_lr(optimizer, base_lr, schedule(step, total_steps))
                 with loop.autocast():
-                    loss = F.cross_entropy(model(x).float(), y,
+                    loss = F.cross_entropy(net(x).float(), y,
                                            label_smoothing=loop.label_smoothing)
                 if loop.penalty is not None:
                     loss = loss + loop.penalty()
@@ -136,7 +147,7 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
                 raise FloatingPointError(
                     f"train/loss became {loss_sum.item()} in epoch {epoch + 1}: the run diverged; "
                     "lower optim.lr, or use sched.warmup_frac > 0 or trainer.precision=fp32")
-            val_loss, val_acc, _ = evaluate(model, *val, loop)
+            val_loss, val_acc, _ = evaluate(net, val_inputs, val[1], loop, on_features)
             if val_acc > history.best_val_acc:
                 history.best_val_acc, history.best_epoch = val_acc, epoch
                 history.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

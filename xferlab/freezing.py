@@ -37,6 +37,11 @@ class Plan:
     lr_scale: tuple[float, ...]
     only: str | None = None  # None | 'bias' | 'bias_norm' | 'lora'; the head always fully trains
 
+    @property
+    def backbone_frozen(self) -> bool:
+        """Only the head trains (the head is the last group)."""
+        return not any(self.lr_scale[:-1])
+
 
 class LoraError(ValueError):
     """LoRA cannot be added: peft is missing or the targets match nothing (one line)."""

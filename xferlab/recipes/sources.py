@@ -19,7 +19,8 @@ from xferlab.recipes.compose import compose_with_choices
 
 SOURCES_DIR = Path("outputs/sources")
 # Keys that change where or how visibly a source trains, not the weights it ends with.
-_NOT_IN_KEY = ("tracking", "trainer.progress", "trainer.threads", "trainer.device")
+_NOT_IN_KEY = ("tracking", "trainer.progress", "trainer.threads", "trainer.device",
+               "trainer.feature_cache")
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+import mlflow
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from xferlab import backbones, config, data, engine, freezing, heads, optim, tracking
+from xferlab import backbones, config, data, engine, features, freezing, heads, optim, tracking
 from xferlab.recipes import common, sources
 from xferlab.recipes.compose import CONF_DIR
 from xferlab.tracking import artifacts
@@ -82,6 +83,12 @@ def train(cfg: DictConfig, launch: common.Launch,
                        augment=common.augmenter(cfg.data.augment), penalty=penalty,
                        progress=cfg.trainer.progress)
     schedule = engine.lr_schedule(cfg.sched.name, cfg.sched.warmup_frac, cfg.sched.min_lr_ratio)
+    # frozen phases come first (linear_probe, lp_ft, gradual); the cache is keyed by the
+    # backbone as it is now, before any of it trains
+    cache = None
+    if (cfg.trainer.feature_cache == "auto" and plan_for(0).backbone_frozen
+            and loop.augment is None and features.deterministic(model.backbone)):
+        cache = features.FeatureCache(model.backbone, loop)
 
     # ---- track and train
     tags = launch.tags(load_report)
@@ -108,12 +115,18 @@ def train(cfg: DictConfig, launch: common.Launch,
             train=(train_split.images, train_split.labels), val=(ds.val.images, ds.val.labels),
             loop=loop, epochs=cfg.trainer.epochs, max_steps=cfg.trainer.max_steps,
             steps_per_epoch=cfg.trainer.steps_per_epoch, base_lr=cfg.optim.lr, schedule=schedule,
-            seed=cfg.seed, on_epoch=on_epoch,
+            seed=cfg.seed, on_epoch=on_epoch, features=cache,
         )
 
-        # ---- test with the best-validation weights
+        # ---- test with the best-validation weights (through the cache if they never moved)
         model.load_state_dict(history.best_state)
-        test_loss, test_acc, pred = engine.evaluate(model, ds.test.images, ds.test.labels, loop)
+        frozen = cache is not None and all(plan_for(e).backbone_frozen
+                                           for e in range(len(history.epochs)))
+        test_inputs = cache(ds.test.images) if frozen else ds.test.images
+        test_loss, test_acc, pred = engine.evaluate(model.head if frozen else model, test_inputs,
+                                                    ds.test.labels, loop, features=frozen)
+        if cache is not None:
+            mlflow.set_tag("feature_cache", f"{cache.hits} hits, {cache.misses} misses")
         tracking.log_metrics(run_id, {
             "test/acc": test_acc, "test/loss": test_loss,
             "best/val_acc": history.best_val_acc, "best/epoch": history.best_epoch,
