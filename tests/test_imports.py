@@ -9,8 +9,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "xferlab"
 ALLOWED = {
     "config": set(), "data": set(), "backbones": set(), "heads": set(), "freezing": set(),
     "optim": {"freezing"}, "tracking": set(),
-    "engine": {"freezing", "optim"}, "features": {"data", "backbones"}, "tune": {"tracking"},
-    "report": {"tracking"},
+    "engine": {"freezing", "optim"}, "features": {"engine", "backbones"}, "tune": {"tracking"},
+    "report": {"tracking"}, "files": set(), "checkpoint": {"files", "tracking"}, "scores": set(),
 }
 
 

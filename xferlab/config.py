@@ -8,11 +8,13 @@ problem at once with the key, the value, what is allowed and a close match.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 class ConfigError(Exception):
@@ -114,6 +116,8 @@ class TrainerConfig:
     # auto: while the backbone is frozen (and inputs are not augmented), train the head on
     # cached backbone features (outputs/cache/features/); off: run the backbone every step
     feature_cache: str = "auto"
+    checkpoint_every: int = 1  # epochs between resumable checkpoints; 0 = none
+    resume: bool = False  # continue the newest unfinished run of this config from its checkpoint
 
 
 @dataclass
@@ -207,6 +211,7 @@ def validate(cfg: Any) -> list[str]:
         check("trainer.max_steps", t.max_steps >= 1, "use trainer.max_steps >= 1 or null")
     if t.steps_per_epoch is not None:
         check("trainer.steps_per_epoch", t.steps_per_epoch >= 1, "use a value >= 1 or null")
+    check("trainer.checkpoint_every", t.checkpoint_every >= 0, "use epochs >= 1, or 0 for none")
     check("optim.lr", cfg.optim.lr > 0, "use a learning rate > 0 (e.g. optim.lr=1e-3)")
     check("optim.weight_decay", cfg.optim.weight_decay >= 0, "use optim.weight_decay >= 0")
     check("optim.label_smoothing", 0 <= cfg.optim.label_smoothing < 1, "use 0 <= value < 1")
@@ -235,3 +240,20 @@ def validate(cfg: Any) -> list[str]:
         problems.append("data.root is not set: data=image_folder needs data.root=<folder of "
                         "class sub-folders>")
     return problems
+
+
+# Keys that change where, how fast or how visibly a run trains, not what it ends with.
+NOT_IN_RESULT = ("tracking", "trainer.progress", "trainer.threads", "trainer.device",
+                 "trainer.feature_cache", "trainer.checkpoint_every", "trainer.resume")
+
+
+def digest(cfg: DictConfig) -> str:
+    """16 hex digits identifying what a config computes: equal digests, equal results."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in NOT_IN_RESULT:
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for part in parents:
+            node = node[part]
+        node.pop(leaf)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]

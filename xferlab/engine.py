@@ -81,7 +81,9 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
         val: tuple[torch.Tensor, torch.Tensor], loop: Loop, epochs: int, max_steps: int | None,
         steps_per_epoch: int | None, base_lr: float, schedule: Callable[[int, int], float],
         seed: int, on_epoch: Callable[[int, dict[str, float]], None],
-        features: Callable[[torch.Tensor], torch.Tensor] | None = None) -> History:
+        features: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        checkpoint: Callable[[dict], None] | None = None, checkpoint_every: int = 0,
+        resume: dict | None = None) -> History:
     """Train for `epochs` (or exactly `max_steps` steps), keeping the best-validation weights.
 
     An epoch is one pass over the data, or `steps_per_epoch` steps through reshuffled passes:
@@ -91,6 +93,10 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
     optimizer (and the state of groups that already trained) is never rebuilt. While a plan
     freezes the backbone, `features(images)` (a feature cache) stands in for the backbone: the
     head trains on the same numbers without running the backbone each epoch.
+
+    Every `checkpoint_every` epochs, `checkpoint(state)` gets what `resume=state` needs to go on
+    exactly as if uninterrupted; it is called before `on_epoch`, so a crash in between loses
+    nothing (the caller logs the resumed state's epochs that the store lacks).
     """
     images, labels = train
     # drop_last so a batch of one never reaches BatchNorm in training mode
@@ -99,13 +105,22 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
     total_steps = max_steps or epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
     generator = torch.Generator().manual_seed(seed)
-    history, plan, step = History(), None, 0
+    history, plan, step, start = History(), None, 0, 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        history = History(resume["best_val_acc"], resume["best_epoch"], resume["best_state"],
+                          resume["epochs"])
+        step, start = resume["step"], len(history.epochs)
+        generator.set_state(resume["rng"]["fit"])
+        torch.set_rng_state(resume["rng"]["torch"])
     bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
                    MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
                    TimeRemainingColumn(), disable=not loop.progress, transient=True)
     with bar:
-        task = bar.add_task("fit", total=total_steps, epoch=0, epochs=epochs, loss=float("nan"))
-        for epoch in range(epochs):
+        task = bar.add_task("fit", total=total_steps, completed=step, epoch=start, epochs=epochs,
+                            loss=float("nan"))
+        for epoch in range(start, epochs):
             if (new_plan := plan_for(epoch)) != plan:
                 plan = new_plan
                 trainable = apply_plan(model, groups, plan, optimizer)
@@ -157,12 +172,25 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
                        "params/trainable": float(trainable)}
             metrics.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
             history.epochs.append(metrics)
+            if checkpoint is not None and checkpoint_every and (epoch + 1) % checkpoint_every == 0:
+                checkpoint(_state(model, optimizer, history, step, generator))
             if loop.progress:  # one line per epoch stays in logs and non-interactive terminals
                 bar.console.print(f"epoch {epoch + 1}/{epochs}  train/loss {metrics['train/loss']:.4f}"
                                   f"  val/loss {val_loss:.4f}  val/acc {val_acc:.4f}"
                                   f"  {metrics['throughput/img_s']:.0f} img/s")
             on_epoch(epoch, metrics)
     return history
+
+
+def _state(model: nn.Module, optimizer: torch.optim.Optimizer, history: History, step: int,
+           generator: torch.Generator) -> dict:
+    model_state = model.state_dict()
+    # when this epoch is the best, the same tensors: torch.save writes shared storage once
+    best = model_state if history.best_epoch == len(history.epochs) - 1 else history.best_state
+    return {"model": model_state, "optimizer": optimizer.state_dict(),
+            "best_val_acc": history.best_val_acc, "best_epoch": history.best_epoch,
+            "best_state": best, "epochs": history.epochs, "step": step,
+            "rng": {"fit": generator.get_state(), "torch": torch.get_rng_state()}}
 
 
 def lr_schedule(name: str, warmup_frac: float, min_lr_ratio: float) -> Callable[[int, int], float]:

@@ -16,13 +16,13 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from xferlab import backbones, config, data, heads, tracking
+from xferlab import backbones, checkpoint, config, data, heads, tracking
 from xferlab.freezing import add_lora
 from xferlab.recipes import compose
 
 # Errors that are the user's to fix: one line, exit code 2, no traceback, no MLflow run.
 USER_ERRORS = (config.ConfigError, data.DataError, backbones.WeightsError,
-               backbones.BackboneError)
+               backbones.BackboneError, checkpoint.CheckpointError)
 
 
 def exit_user_error(err: Exception) -> NoReturn:

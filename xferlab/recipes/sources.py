@@ -7,20 +7,17 @@ changed source config means a new build and an unchanged one is never built twic
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from xferlab import config
 from xferlab.config import ConfigError
 from xferlab.recipes.compose import compose_with_choices
 
 SOURCES_DIR = Path("outputs/sources")
-# Keys that change where or how visibly a source trains, not the weights it ends with.
-_NOT_IN_KEY = ("tracking", "trainer.progress", "trainer.threads", "trainer.device",
-               "trainer.feature_cache")
 
 
 @dataclass(frozen=True)
@@ -50,14 +47,7 @@ def source_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, str], list[str
 
 def cache_file(src_cfg: DictConfig) -> Path:
     """outputs/sources/<backbone>-<set>-<digest of the source config>.safetensors"""
-    tree = OmegaConf.to_container(src_cfg, resolve=True)
-    for dotted in _NOT_IN_KEY:
-        *parents, leaf = dotted.split(".")
-        node = tree
-        for part in parents:
-            node = node[part]
-        node.pop(leaf)
-    key = hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+    key = config.digest(src_cfg)
     return SOURCES_DIR / f"{src_cfg.backbone.name}-{src_cfg.data.name}-{key}.safetensors"
 
 

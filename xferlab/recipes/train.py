@@ -16,9 +16,21 @@ from pathlib import Path
 import hydra
 import mlflow
 import torch
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from xferlab import backbones, config, data, engine, features, freezing, heads, optim, tracking
+from xferlab import (
+    backbones,
+    checkpoint,
+    config,
+    data,
+    engine,
+    features,
+    freezing,
+    heads,
+    optim,
+    tracking,
+)
 from xferlab.recipes import common, sources
 from xferlab.recipes.compose import CONF_DIR
 from xferlab.tracking import artifacts
@@ -35,8 +47,10 @@ class Result:
 
 
 def train(cfg: DictConfig, launch: common.Launch,
-          report: Callable[[int, dict[str, float]], None] | None = None) -> Result:
-    """One run; `report(epoch, metrics)` sees every epoch (a search prunes by raising there)."""
+          report: Callable[[int, dict[str, float]], None] | None = None,
+          resume_run_id: str | None = None) -> Result:
+    """One run; `report(epoch, metrics)` sees every epoch (a search prunes by raising there).
+    With `resume_run_id` (or `trainer.resume`), an unfinished run goes on from its checkpoint."""
     # ---- setup: refuse bad input before anything is built or logged
     problems = common.preflight(cfg)
     if problems:
@@ -48,6 +62,18 @@ def train(cfg: DictConfig, launch: common.Launch,
 
     # the store first: `mlflow:` weights are read through it
     experiment_id = tracking.setup(cfg.tracking.uri, cfg.tracking.experiment)
+    # ---- resume: the run named by --resume, or the newest unfinished run of this config
+    digest, client = config.digest(cfg), MlflowClient()
+    if resume_run_id is None and cfg.trainer.resume:
+        resume_run_id = checkpoint.resumable(client, experiment_id, digest)
+        if resume_run_id is None:
+            print("xferlab: trainer.resume=true, but no unfinished run of this config has a "
+                  "checkpoint here: starting a new run", file=sys.stderr)
+    state = None
+    if resume_run_id is not None:
+        state = checkpoint.load(checkpoint.for_run(client, resume_run_id))
+        print(f"xferlab: resuming run {resume_run_id} after epoch {len(state['epochs'])}",
+              file=sys.stderr)
 
     # ---- data: the full pool, then the (nested, stratified) training subset
     ds = common.load_data(cfg.data)
@@ -94,29 +120,45 @@ def train(cfg: DictConfig, launch: common.Launch,
     tags = launch.tags(load_report)
     if source:  # link the result to the run that built its source
         tags.update({"source.run_id": source.run_id, "source.weights_digest": source.digest})
-    with tracking.run(experiment_id, name=launch.run_name(cfg), tags=tags,
-                      parent_run_id=launch.parent_run_id) as run:
+    with tracking.run(experiment_id, name=launch.run_name(cfg), tags={} if state else tags,
+                      parent_run_id=launch.parent_run_id, run_id=resume_run_id) as run:
         run_id = run.info.run_id
-        tracking.log_params(OmegaConf.to_container(cfg, resolve=True), extra={
-            "data.train_size": len(train_split), "data.subset_digest": data.indices_digest(subset),
-            "backbone.weights_digest": load_report.digest or "none",
-            "source.run_id": source.run_id if source else "none",
-        })
+        ckpt = checkpoint.path_for(run_id)
+        if state is None:
+            mlflow.set_tags({checkpoint.DIGEST_TAG: digest, checkpoint.PATH_TAG: str(ckpt)})
+            tracking.log_params(OmegaConf.to_container(cfg, resolve=True), extra={
+                "data.train_size": len(train_split),
+                "data.subset_digest": data.indices_digest(subset),
+                "backbone.weights_digest": load_report.digest or "none",
+                "source.run_id": source.run_id if source else "none",
+            })
+            artifacts.log_subset(cfg.data.name, ds.identity, train_split.labels,
+                                 data.indices_digest(subset), ds.num_classes)
+        else:  # epochs checkpointed just before a crash may not have reached the store
+            tracking.log_missing_epochs(run_id, state["epochs"])
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             tracking.log_metrics(run_id, metrics, step=epoch)
             if report is not None:
                 report(epoch, metrics)
 
-        artifacts.log_subset(cfg.data.name, ds.identity, train_split.labels,
-                            data.indices_digest(subset), ds.num_classes)
-        history = engine.fit(
-            model, groups=groups, plan_for=plan_for, optimizer=opt,
-            train=(train_split.images, train_split.labels), val=(ds.val.images, ds.val.labels),
-            loop=loop, epochs=cfg.trainer.epochs, max_steps=cfg.trainer.max_steps,
-            steps_per_epoch=cfg.trainer.steps_per_epoch, base_lr=cfg.optim.lr, schedule=schedule,
-            seed=cfg.seed, on_epoch=on_epoch, features=cache,
-        )
+        def save(fit_state: dict) -> None:
+            yaml = OmegaConf.to_yaml(cfg, resolve=True)
+            checkpoint.save(ckpt, {**fit_state, "config": yaml, "run_id": run_id})
+
+        try:
+            history = engine.fit(
+                model, groups=groups, plan_for=plan_for, optimizer=opt,
+                train=(train_split.images, train_split.labels),
+                val=(ds.val.images, ds.val.labels), loop=loop, epochs=cfg.trainer.epochs,
+                max_steps=cfg.trainer.max_steps, steps_per_epoch=cfg.trainer.steps_per_epoch,
+                base_lr=cfg.optim.lr, schedule=schedule, seed=cfg.seed, on_epoch=on_epoch,
+                features=cache, checkpoint=save, checkpoint_every=cfg.trainer.checkpoint_every,
+                resume=state,
+            )
+        except tracking.StopRun:  # e.g. a pruned trial: it ends FINISHED, nothing to resume
+            ckpt.unlink(missing_ok=True)
+            raise
 
         # ---- test with the best-validation weights (through the cache if they never moved)
         model.load_state_dict(history.best_state)
@@ -140,8 +182,16 @@ def train(cfg: DictConfig, launch: common.Launch,
                 Path(tmp), cfg=OmegaConf.to_yaml(cfg, resolve=True), overrides=launch.overrides,
                 history=history.epochs, labels=ds.test.labels, pred=pred, classes=ds.classes,
             )
+    ckpt.unlink(missing_ok=True)  # FINISHED: its weights are in the run's artifacts
     common.print_summary(launch.run_name(cfg), cfg, run_id, test_acc, history)
     return Result(run_id, history.best_val_acc, test_acc, model)
+
+
+def resume(run_id: str, uri: str | None) -> Result:
+    """`xferlab train --resume <run id>`: go on with the run's own config from its checkpoint."""
+    path = checkpoint.for_run(MlflowClient(tracking.resolve_uri(uri)), run_id)
+    cfg = OmegaConf.create(checkpoint.load(path)["config"])
+    return train(cfg, common.Launch(), resume_run_id=run_id)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")

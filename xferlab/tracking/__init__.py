@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 import traceback
@@ -16,10 +17,11 @@ from typing import Any
 
 import mlflow
 from filelock import FileLock
-from mlflow.entities import Metric, RunStatus
+from mlflow.entities import Metric, Run, RunStatus
 from mlflow.tracking import MlflowClient
 
 PARENT_ENV = "XFERLAB_PARENT_RUN_ID"  # set by the CLI for the jobs of a multirun
+HOST_TAG, PID_TAG = "xferlab.host", "xferlab.pid"  # which process owns a RUNNING run
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -86,13 +88,42 @@ class StopRun(Exception):
         self.tags = dict(tags)
 
 
+def owner() -> dict[str, str]:
+    """Tags naming this process: a run RUNNING whose process is gone was killed (SIGKILL, OOM,
+    power) and is found by `stale_runs`."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def alive(run: Run) -> bool:
+    """Whether the run's process may still be running it (runs of other hosts count as alive:
+    their processes cannot be seen from here)."""
+    tags = run.data.tags
+    if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
+        return True
+    try:
+        os.kill(int(tags[PID_TAG]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def stale_runs(client: MlflowClient, experiment_ids: list[str]) -> list[Run]:
+    """Runs left RUNNING by a process of this host that no longer exists."""
+    running = client.search_runs(experiment_ids, filter_string="attributes.status = 'RUNNING'")
+    return [r for r in running if not alive(r)]
+
+
 @contextmanager
 def run(experiment_id: str, *, name: str, tags: dict[str, str],
-        parent_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
-    """A run that always ends honestly: FINISHED, FAILED (traceback artifact) or KILLED."""
+        parent_run_id: str | None = None, run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """A run that always ends honestly: FINISHED, FAILED (traceback artifact) or KILLED.
+    With `run_id`, the existing run continues (a resumed run)."""
     signal.signal(signal.SIGTERM, _interrupt)  # pre-emption and `kill` end the run KILLED too
-    active = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags,
-                              parent_run_id=parent_run_id)
+    active = mlflow.start_run(experiment_id=experiment_id, run_name=name,
+                              tags={**tags, **owner()}, parent_run_id=parent_run_id,
+                              run_id=run_id)
     try:
         yield active
     except StopRun as stop:
@@ -122,10 +153,18 @@ def log_metrics(run_id: str, metrics: Mapping[str, float], step: int) -> None:
     )
 
 
+def log_missing_epochs(run_id: str, epochs: list[Mapping[str, float]]) -> None:
+    """Log the epochs (step = index) that the run's `val/acc` history lacks."""
+    logged = {m.step for m in MlflowClient().get_metric_history(run_id, "val/acc")}
+    for epoch, metrics in enumerate(epochs):
+        if epoch not in logged:
+            log_metrics(run_id, metrics, step=epoch)
+
+
 def start_parent(uri: str | None, experiment: str, *, name: str, tags: dict[str, str]) -> str:
     """Open the parent run of a sweep; the jobs find it through PARENT_ENV."""
     experiment_id = setup(uri, experiment)
-    parent = MlflowClient().create_run(experiment_id, run_name=name, tags=tags)
+    parent = MlflowClient().create_run(experiment_id, run_name=name, tags={**tags, **owner()})
     os.environ[PARENT_ENV] = parent.info.run_id
     return parent.info.run_id
 
