@@ -19,6 +19,8 @@ commands:
              e.g. xferlab report --experiment xferlab --rows freeze --cols data.fraction
   tune       an Optuna search whose trials are train runs: pruning, resume, several workers
              e.g. xferlab tune search=lr_wd freeze=full tune.trials=40 tune.workers=2
+  rank       score candidate backbones from frozen features (LogME, k-NN, linear probe)
+             e.g. xferlab rank backbone=resnet18,vit_tiny backbone.pretrained=source:glyphs,none
   ui         the MLflow UI on the project's store (127.0.0.1 by default)
   runs       `xferlab runs --stale`: runs left RUNNING by a process that died (SIGKILL, OOM)
              resume one with `xferlab train --resume <run id>`
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, args = argv[0], argv[1:]
     handlers = {"train": _train, "pretrain": _pretrain, "report": commands.report,
-                "tune": _tune, "ui": commands.ui, "runs": commands.runs}
+                "tune": _tune, "rank": _rank, "ui": commands.ui, "runs": commands.runs}
     if command not in handlers:
         match = difflib.get_close_matches(command, list(handlers), n=1)
         hint = f" (did you mean '{match[0]}'?)" if match else ""
@@ -97,6 +99,12 @@ def _tune(args: list[str]) -> int:
     from xferlab.recipes import tune
 
     return tune.main(args)
+
+
+def _rank(args: list[str]) -> int:
+    from xferlab.recipes import rank
+
+    return rank.main(args)
 
 
 def launch(recipe: str, args: list[str]) -> int:
