@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import logging
 import os
 import pickle
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +179,13 @@ def _from_file(
         state_dict = load_state_dict(str(path), weights_only=True)
     except (SafetensorError, RuntimeError, EOFError, OSError, ValueError,
             pickle.UnpicklingError) as e:
+        # torch's own advice (weights_only=False) would run the pickle's code: never offered here
+        pickled = re.search(r"Unsupported globals?: (?:GLOBAL )?([\w.]*\w)", str(e))
+        if pickled:
+            raise WeightsError(f"{where}: cannot read it as weights (it pickles {pickled[1]}, "
+                               "and weights files are never unpickled): save it again as "
+                               "tensors only, e.g. safetensors.torch.save_file(model."
+                               "state_dict(), 'weights.safetensors')") from e
         raise WeightsError(f"{where}: cannot read it as weights ({_first_line(e)}); the file is "
                            "truncated, corrupt or not a state dict: save it again") from e
 
@@ -187,12 +196,19 @@ def _from_file(
     if isinstance(stem, torch.Tensor) and stem.ndim == 4:
         # timm adapts the stem from input_size[0] channels: state the file's, not ImageNet's 3
         overlay["input_size"] = (stem.shape[1], *cfg.input_size[1:])
+    # timm logs every unexpected key; the LoadReport counts them, and a file of another
+    # architecture fails below with one line instead of hundreds of key names
+    builder_log = logging.getLogger("timm.models._builder")
+    level = builder_log.level
+    builder_log.setLevel(logging.ERROR)
     try:
         backbone = _create(name, in_chans, image_size, drop_path_rate, pretrained=True,
                            pretrained_cfg_overlay=overlay)
     except RuntimeError as e:  # shape mismatches from load_state_dict
         raise WeightsError(f"{where} does not fit {name} ({_first_line(e, 'size mismatch')}): "
                            "use weights saved from the same architecture") from e
+    finally:
+        builder_log.setLevel(level)
 
     params = {k for k, _ in backbone.named_parameters()}
     model_keys = set(backbone.state_dict())

@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     return handlers[command](args)
 
 
-def _overrides(args: list[str]) -> list[str]:
-    """The override arguments, skipping Hydra's flags and their values."""
-    out, skip = [], False
+def _split(args: list[str]) -> tuple[list[str], list[str]]:
+    """(overrides, flags that neither xferlab nor Hydra knows)."""
+    out, unknown, skip = [], [], False
     for arg in args:
         if skip:
             skip = False
@@ -62,7 +62,9 @@ def _overrides(args: list[str]) -> list[str]:
             skip = True
         elif not arg.startswith("-"):
             out.append(arg)
-    return out
+        elif arg not in _HYDRA_INFO_FLAGS | {"-m", "--multirun"}:
+            unknown.append(arg)
+    return out, unknown
 
 
 def _train(args: list[str]) -> int:
@@ -117,7 +119,11 @@ def launch(recipe: str, args: list[str]) -> int:
 
     info = any(a in _HYDRA_INFO_FLAGS for a in args)
     multirun = "-m" in args or "--multirun" in args
-    overrides = _overrides(args)
+    overrides, unknown = _split(args)
+    if unknown:  # Hydra would print its whole usage under the name cli.py
+        return commands.user_error(
+            f"xferlab {recipe}: unknown flag {unknown[0]!r}; config keys take no dashes, e.g. "
+            f"trainer.epochs=3 (see xferlab {recipe} --help)")
     try:
         jobs = [] if info else compose.job_overrides(overrides, multirun)
         configs = [compose.compose(job) for job in jobs]

@@ -65,16 +65,24 @@ def report(args: list[str]) -> int:
                         help="decimals in md and LaTeX (default: 3)")
     parser.add_argument("--log", action="store_true",
                         help="log table and plot as artifacts of the sweep's parent run")
+    parser.add_argument("--rank", action="store_true",
+                        help="rows are candidates: set the scores of their `xferlab rank` runs "
+                        "(tag kind=rank) beside the fine-tuned metric and print Kendall τ and "
+                        "weighted τ between each score and it, with the time each took "
+                        "(Markdown); --where on a row, column, backbone or data key filters the "
+                        "rank runs too")
     parser.add_argument("--uri", help="tracking URI (default: the project's store)")
     opts = parser.parse_args(args)
 
     from xferlab import report
 
-    warn_stale(opts.uri, opts.experiment)
     fmt = opts.format or next((f for f, suffix in report.SUFFIXES.items()
                                if opts.out and opts.out.suffix == suffix), "md")
+    if opts.rank:
+        return _rank_report(opts, fmt)
     try:
         store = report.client(opts.uri)
+        warn_stale(opts.uri, opts.experiment)
         table = report.make(
             store, opts.experiment, rows=opts.rows, cols=opts.cols, metric=opts.metric,
             seeds=opts.seeds, where=opts.where, parent=opts.parent, min_n=opts.min_n,
@@ -100,6 +108,36 @@ def report(args: list[str]) -> int:
     if opts.log:
         parent = report.log(store, table, texts, figure)
         print(f"logged the report to run {parent} (artifacts report/)", file=sys.stderr)
+    return 0
+
+
+def _rank_report(opts, fmt: str) -> int:
+    """`xferlab report --rank`: scores beside fine-tuned results, and Kendall τ between them."""
+    from xferlab import report, scores
+
+    written = f"--format {fmt}" if opts.format else f"--out {opts.out} (give a .md path)"
+    unsupported = [flag for flag, given in ((written, fmt != "md"), ("--plot", opts.plot),
+                                            ("--log", opts.log), ("--paired-vs", opts.paired_vs))
+                   if given]
+    if unsupported:
+        return user_error(f"--rank writes Markdown only: drop {', '.join(unsupported)}")
+    try:
+        table = report.rank(
+            report.client(opts.uri), opts.experiment, rows=opts.rows, cols=opts.cols,
+            metric=opts.metric, seeds=opts.seeds, where=opts.where, parent=opts.parent,
+            min_n=opts.min_n, since=report.parse_since(opts.since) if opts.since else None,
+            ignore=opts.ignore,
+            taus={"Kendall τ": scores.kendall_tau, "weighted τ": scores.weighted_tau})
+    except report.ReportError as err:
+        return user_error(str(err))
+    text = report.rank_markdown(table, opts.digits)
+    print(text, end="")
+    for warning in table.warnings:
+        print(f"xferlab: warning: {warning}", file=sys.stderr)
+    if opts.out:
+        opts.out.parent.mkdir(parents=True, exist_ok=True)
+        opts.out.write_text(text)
+        print(f"wrote {opts.out}", file=sys.stderr)
     return 0
 
 
@@ -207,11 +245,17 @@ def _when(seconds: int) -> str:
 
 def warn_stale(uri: str | None, experiment: str) -> None:
     """One warning line when the experiment holds runs whose process died while RUNNING."""
+    import logging
+
     from mlflow.tracking import MlflowClient
 
     from xferlab import tracking
 
-    client = MlflowClient(tracking.resolve_uri(uri))
+    uri = tracking.resolve_uri(uri)
+    if not tracking.store_exists(uri):
+        return  # a store that does not exist yet holds nothing stale (and is not created here)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     stale = tracking.stale_runs(client, [found.experiment_id]) if found else []
     if stale:

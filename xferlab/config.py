@@ -124,7 +124,6 @@ class TrainerConfig:
 class TrackingConfig:
     experiment: str = "xferlab"
     uri: str | None = None  # null = sqlite:///outputs/mlflow.db (or MLFLOW_TRACKING_URI)
-    enabled: bool = True
 
 
 @dataclass

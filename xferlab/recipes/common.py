@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from xferlab import backbones, checkpoint, config, data, heads, tracking
-from xferlab.freezing import add_lora
+from xferlab.freezing import add_lora, layer_groups
 from xferlab.recipes import compose
 
 # Errors that are the user's to fix: one line, exit code 2, no traceback, no MLflow run.
@@ -88,7 +88,14 @@ def build_model(cfg: DictConfig, ds: data.Datasets, pretrained: str) -> tuple[
     h = cfg.head
     head = heads.make_head(h.kind, backbone.num_features, ds.num_classes, hidden=h.hidden,
                            dropout=h.dropout, scale=h.scale, learn_scale=h.learn_scale)
-    return heads.TransferModel(backbone, head), report
+    model = heads.TransferModel(backbone, head)
+    if cfg.freeze.strategy == "last_k":  # a k beyond the backbone's groups would be `full`
+        n = len(layer_groups(model)) - 1  # the head is the last group
+        if cfg.freeze.k > n:
+            raise config.ConfigError([(
+                f"freeze.k={cfg.freeze.k} is out of range: {cfg.backbone.name} has {n} layer "
+                f"groups below the head; use 0 <= freeze.k <= {n}")])
+    return model, report
 
 
 def augmenter(mode: str):

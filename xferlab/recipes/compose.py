@@ -6,7 +6,12 @@ exit code 2 instead of after the first jobs have trained.
 
 from __future__ import annotations
 
+import functools
+import os
+import re
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
@@ -21,6 +26,8 @@ from omegaconf.errors import OmegaConfBaseException
 from xferlab.config import ConfigError, close_match, register, validate
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# MLflow's tracking stores but its deprecated file store (DESIGN.md §6); `+driver` is allowed
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
 
 def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
@@ -121,12 +128,26 @@ def _explain(key: str, value: object, err: Exception, base: DictConfig) -> str:
 
 def check(cfg: DictConfig) -> list[str]:
     """Every problem of a composed config seen without importing torch: ranges, choices,
-    weights files and `source:` names."""
+    weights files, `mlflow:` and `source:` names, image folders and the tracking store."""
     problems = validate(cfg)
     source = cfg.backbone.pretrained
     if source.startswith("file:") and not Path(source[5:]).expanduser().is_file():
         problems.append(f"backbone.pretrained={source!r}: no such file; give the path of a "
                         ".safetensors, .pth or .bin weights file")
+    if source.startswith("mlflow:") and not re.match(r"[A-Za-z][\w+.-]*:", source[7:]):
+        problems.append(f"backbone.pretrained={source!r} is not an MLflow artifact URI: write "
+                        "mlflow:runs:/<run id>/checkpoint/backbone.safetensors (a local file "
+                        "is file:<path>)")
+    d = cfg.data
+    if d.kind == "image_folder":
+        for key in ("root", "val_root", "test_root"):
+            if d[key] and not Path(d[key]).expanduser().exists():
+                problems.append(f"data.{key}={d[key]!r} does not exist: point data.{key} at a "
+                                "folder of class sub-folders, <folder>/<class>/<image>")
+    uri_key = "tracking.uri" if cfg.tracking.uri else "MLFLOW_TRACKING_URI"
+    uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri and (problem := tracking_uri_problem(uri)):
+        problems.append(f"{uri_key}={uri!r} {problem}")
     if source.startswith("source:"):
         name = source.split(":", 1)[1]
         known = [o.removeprefix("source_") for o in options("experiment")
@@ -136,3 +157,28 @@ def check(cfg: DictConfig) -> list[str]:
                             f"{', '.join('source:' + k for k in known)} "
                             "(conf/experiment/source_<set>.yaml)")
     return problems
+
+
+@functools.cache  # a grid checks each job's config: ask a server once
+def tracking_uri_problem(uri: str) -> str | None:
+    """What is wrong with an MLflow tracking URI (an unknown scheme, a server that does not
+    answer), or None."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
+    fix = ("use sqlite:///<path>/mlflow.db, http(s)://<host>:<port> of an MLflow server or an "
+           "RDB URL (postgresql://...), or drop it to use outputs/mlflow.db")
+    if scheme not in TRACKING_SCHEMES:
+        return f"is not an MLflow tracking URI{close_match(scheme, TRACKING_SCHEMES)}: {fix}"
+    if scheme == "sqlite" and not uri.split(":", 1)[1].startswith("///"):
+        return "is not a SQLite file URI: write sqlite:///<path>/mlflow.db (three slashes)"
+    if scheme in ("http", "https"):
+        try:  # MLflow itself retries a dead server for minutes before it gives up
+            parts = urlsplit(uri)
+            address = (parts.hostname or "localhost",
+                       parts.port or (443 if scheme == "https" else 80))
+            socket.create_connection(address, timeout=5).close()
+        except ValueError as err:  # e.g. a port that is not a number
+            return f"is not a URL ({err}): {fix}"
+        except OSError as err:
+            return (f"does not answer ({err.strerror or err}): start the server (mlflow server "
+                    "--port ...), or drop it to use outputs/mlflow.db")
+    return None

@@ -60,9 +60,16 @@ def train(cfg: DictConfig, launch: common.Launch,
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
 
-    # the store first: `mlflow:` weights are read through it
+    # ---- data, before the store (a bad dataset then leaves no store behind): the full pool,
+    # then the (nested, stratified) training subset
+    ds = common.load_data(cfg.data)
+    subset = data.subset_indices(ds.train.labels, fraction=cfg.data.fraction,
+                                 shots=cfg.data.shots, subset_seed=cfg.data.subset_seed)
+    train_split = ds.train.take(subset)
+
+    # ---- the store (`mlflow:` weights are read through it), and what to resume
     experiment_id = tracking.setup(cfg.tracking.uri, cfg.tracking.experiment)
-    # ---- resume: the run named by --resume, or the newest unfinished run of this config
+    # the run named by --resume, or the newest unfinished run of this config
     digest, client = config.digest(cfg), MlflowClient()
     if resume_run_id is None and cfg.trainer.resume:
         resume_run_id = checkpoint.resumable(client, experiment_id, digest)
@@ -74,12 +81,6 @@ def train(cfg: DictConfig, launch: common.Launch,
         state = checkpoint.load(checkpoint.for_run(client, resume_run_id))
         print(f"xferlab: resuming run {resume_run_id} after epoch {len(state['epochs'])}",
               file=sys.stderr)
-
-    # ---- data: the full pool, then the (nested, stratified) training subset
-    ds = common.load_data(cfg.data)
-    subset = data.subset_indices(ds.train.labels, fraction=cfg.data.fraction,
-                                 shots=cfg.data.shots, subset_seed=cfg.data.subset_seed)
-    train_split = ds.train.take(subset)
 
     # ---- model: backbone from its pretrained source, head, layer groups, optimizer
     source = sources.lookup(cfg)  # source:<set> -> the cached file xferlab built, else None
@@ -189,7 +190,11 @@ def train(cfg: DictConfig, launch: common.Launch,
 
 def resume(run_id: str, uri: str | None) -> Result:
     """`xferlab train --resume <run id>`: go on with the run's own config from its checkpoint."""
-    path = checkpoint.for_run(MlflowClient(tracking.resolve_uri(uri)), run_id)
+    uri = tracking.resolve_uri(uri)
+    if not tracking.store_exists(uri):
+        raise checkpoint.CheckpointError(f"--resume {run_id}: there is no MLflow store at {uri}: "
+                                         "run from the project folder, or give tracking.uri=")
+    path = checkpoint.for_run(MlflowClient(uri), run_id)
     cfg = OmegaConf.create(checkpoint.load(path)["config"])
     return train(cfg, common.Launch(), resume_run_id=run_id)
 

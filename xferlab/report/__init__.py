@@ -2,28 +2,30 @@
 
 Runs are grouped by row and column keys (config groups, params or tags) and summarized over
 seeds: mean ± std, n and a 95% bootstrap CI; optionally the paired difference to a baseline row.
-Rendering (Markdown, LaTeX, CSV, PNG) lives in `_render`.
+Rendering (Markdown, LaTeX, CSV, PNG) lives in `_render`; `rank` (in `_rank`) sets the scores of
+`xferlab rank` beside the fine-tuned results of the same candidates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from xferlab import tracking
-from xferlab.report import _runs, _stats
+from xferlab.report import _rank, _runs, _stats
+from xferlab.report._rank import RankReport, rank_markdown
 from xferlab.report._render import csv, latex, markdown, plot
-from xferlab.report._runs import DERIVED, ReportError, parse_since, same_value
+from xferlab.report._runs import DERIVED, UNSET, ReportError, parse_since, same_value
 
-__all__ = ["SUFFIXES", "Report", "ReportError", "client", "csv", "latex", "log", "make",
-           "markdown", "parse_since", "plot"]
+__all__ = ["SUFFIXES", "RankReport", "Report", "ReportError", "client", "csv", "latex", "log",
+           "make", "markdown", "parse_since", "plot", "rank", "rank_markdown"]
 
-UNSET = "(unset)"  # the label of a key a run did not log
 SUFFIXES = {"md": ".md", "latex": ".tex", "csv": ".csv"}  # format -> file suffix
 
 
@@ -43,6 +45,7 @@ class Report:
     runs: int
     parents: list[str | None]  # the parent run of each sweep the runs belong to (None: no sweep)
     warnings: list[str]
+    values: pd.DataFrame  # one line per run counted: its keys' labels, `value`, `seconds` it ran
 
     def sweep_parent(self) -> str:
         """The parent run of the one sweep all runs belong to (where `--log` writes)."""
@@ -61,7 +64,11 @@ def client(uri: str | None) -> MlflowClient:
     if uri.startswith("sqlite:///") and not path.is_file():  # never create an empty store
         raise ReportError(f"no MLflow store at {path}: run the report where `xferlab train` "
                           "ran, or pass --uri")
-    return MlflowClient(uri)
+    try:
+        return MlflowClient(uri)
+    except MlflowException:  # an unknown scheme
+        raise ReportError(f"--uri {uri!r} is not an MLflow store URI: give sqlite:///<path>/"
+                          "mlflow.db or http(s)://<host>:<port> of an MLflow server") from None
 
 
 def make(store: MlflowClient, experiment: str, *, rows: Sequence[str], cols: Sequence[str] = (),
@@ -89,6 +96,7 @@ def make(store: MlflowClient, experiment: str, *, rows: Sequence[str], cols: Seq
 
     tidy = pd.DataFrame({key: runs[column].fillna(UNSET) for key, column in columns.items()})
     tidy["value"] = runs[value]
+    tidy["seconds"] = (runs["end_time"] - runs["start_time"]) / 1000
     rank = {key: {label: i for i, label in enumerate(_runs.ordered(tidy[key]))} for key in keys}
     table = _sorted(_stats.cells(tidy, [*rows, *cols]), rank)
     row_labels = _labels(table, rows, rank)
@@ -107,7 +115,17 @@ def make(store: MlflowClient, experiment: str, *, rows: Sequence[str], cols: Seq
                   paired=paired, baseline=baseline, runs=len(runs),
                   parents=list(dict.fromkeys(p if isinstance(p, str) else None
                                              for p in runs["parent"])),
-                  warnings=warnings)
+                  warnings=warnings, values=tidy)
+
+
+def rank(store: MlflowClient, experiment: str, *, taus: dict[str, Callable],
+         **options) -> RankReport:
+    """The fine-tuned table (`make`'s options; its rows are the candidates) with the scores of
+    the experiment's `kind=rank` runs beside it and each `taus` ({name: fn(scores, results)})
+    between each score and the fine-tuned mean."""
+    finetuned = make(store, experiment, **options)
+    return _rank.build(store, finetuned, where=options.get("where", ()),
+                       ignore=options.get("ignore", ()), taus=taus)
 
 
 def _comparable(runs: pd.DataFrame, columns: dict[str, str], value: str, metric: str,

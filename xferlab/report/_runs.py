@@ -15,6 +15,9 @@ from mlflow.tracking import MlflowClient
 DERIVED = frozenset({"data.train_size", "data.subset_digest", "backbone.weights_digest",
                      "source.run_id"})
 _PARENT = "mlflow.parentRunId"
+UNSET = "(unset)"  # the label of a key a run did not log
+# Runs that are not results: a sweep's or a study's parent, the scores of `xferlab rank`
+NOT_RESULTS = frozenset({"sweep", "study", "rank"})
 
 
 class ReportError(ValueError):
@@ -23,25 +26,18 @@ class ReportError(ValueError):
 
 def load(client: MlflowClient, experiment: str, *, parent: str | None = None,
          since: datetime | None = None) -> pd.DataFrame:
-    """One line per FINISHED run (sweep parents left out), oldest first.
+    """One line per FINISHED result run, oldest first: sweep and study parents and the scores
+    `xferlab rank` logs (`kind=rank`) are left out.
 
-    Index: run id. Columns: `start_time`, `parent`, and `params.<key>`, `tags.<key>`,
-    `metrics.<key>` as strings (params, tags) and floats (metrics).
+    Index: run id. Columns: `start_time`, `end_time` (ms), `parent`, and `params.<key>`,
+    `tags.<key>`, `metrics.<key>` as strings (params, tags) and floats (metrics).
     """
-    try:
-        found = client.get_experiment_by_name(experiment)
-    except MlflowException as err:  # a server that does not answer, a store that is not one
-        raise ReportError(f"cannot read the MLflow store {client.tracking_uri}: "
-                          f"{err.message}") from None
-    if found is None:
-        names = [e.name for e in client.search_experiments()]
-        raise ReportError(f"no experiment {experiment!r}{_did_you_mean(experiment, names)}; "
-                          f"experiments in the store: {', '.join(names) or '(none)'}")
+    found = experiment_id(client, experiment)
     clauses = ["attributes.status = 'FINISHED'"]
     if since is not None:
         clauses.append(f"attributes.start_time >= {int(since.timestamp() * 1000)}")
     if parent == "latest":  # the sweep launched last, e.g. the one `make demo` just ran
-        sweeps = client.search_runs([found.experiment_id], "tags.kind = 'sweep'",
+        sweeps = client.search_runs([found], "tags.kind = 'sweep'",
                                     order_by=["attributes.start_time DESC"], max_results=1)
         if not sweeps:
             raise ReportError(f"--parent latest: experiment {experiment!r} has no sweep; "
@@ -52,23 +48,42 @@ def load(client: MlflowClient, experiment: str, *, parent: str | None = None,
             raise ReportError(f"--parent {parent!r} is not a run id: give the 32-character id "
                               "of the sweep's parent run")
         clauses.append(f"tags.`{_PARENT}` = '{parent}'")
-    runs = _search(client, found.experiment_id, " and ".join(clauses))
+    runs = search(client, found, " and ".join(clauses))
     parents = {r.data.tags.get(_PARENT) for r in runs}
     runs = [r for r in runs
-            if r.data.tags.get("kind") != "sweep" and r.info.run_id not in parents]
+            if r.data.tags.get("kind") not in NOT_RESULTS and r.info.run_id not in parents]
     if not runs:
-        raise ReportError(_nothing_found(client, found.experiment_id, experiment, parent, since))
-    frame = pd.DataFrame.from_records([{
-        "run_id": r.info.run_id, "start_time": r.info.start_time,
+        raise ReportError(_nothing_found(client, found, experiment, parent, since))
+    return frame(runs)
+
+
+def experiment_id(client: MlflowClient, experiment: str) -> str:
+    """The id of the experiment named so, or a ReportError naming those that exist."""
+    try:
+        found = client.get_experiment_by_name(experiment)
+    except MlflowException as err:  # a server that does not answer, a store that is not one
+        raise ReportError(f"cannot read the MLflow store {client.tracking_uri}: "
+                          f"{err.message}") from None
+    if found is None:
+        names = [e.name for e in client.search_experiments()]
+        raise ReportError(f"no experiment {experiment!r}{_did_you_mean(experiment, names)}; "
+                          f"experiments in the store: {', '.join(names) or '(none)'}")
+    return found.experiment_id
+
+
+def frame(runs: list) -> pd.DataFrame:
+    """MLflow runs as `load` returns them: one line per run, indexed by run id, oldest first."""
+    table = pd.DataFrame.from_records([{
+        "run_id": r.info.run_id, "start_time": r.info.start_time, "end_time": r.info.end_time,
         "parent": r.data.tags.get(_PARENT),
         **{f"params.{k}": v for k, v in r.data.params.items()},
         **{f"tags.{k}": v for k, v in r.data.tags.items()},
         **{f"metrics.{k}": v for k, v in r.data.metrics.items()},
     } for r in runs])
-    return frame.set_index("run_id").sort_values("start_time", kind="stable")
+    return table.set_index("run_id").sort_values("start_time", kind="stable")
 
 
-def _search(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
+def search(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
     runs, token = [], None
     while True:
         page = client.search_runs([experiment_id], filter_string, max_results=1000,
@@ -82,12 +97,15 @@ def _search(client: MlflowClient, experiment_id: str, filter_string: str) -> lis
 def _nothing_found(client: MlflowClient, experiment_id: str, experiment: str,
                    parent: str | None, since: datetime | None) -> str:
     if parent is not None:
-        sweeps = _search(client, experiment_id, "tags.kind = 'sweep'")
+        sweeps = search(client, experiment_id, "tags.kind = 'sweep'")
         listed = ", ".join(f"{s.info.run_id} ({s.info.run_name})" for s in sweeps) or "(none)"
         return (f"no FINISHED runs of parent run {parent!r} in experiment {experiment!r}; "
                 f"its sweeps: {listed}")
     when = f" since {since:%Y-%m-%d %H:%M}" if since is not None else ""
-    return (f"no FINISHED runs in experiment {experiment!r}{when}: run `xferlab train "
+    ranked = len(client.search_runs([experiment_id], "tags.kind = 'rank'", max_results=1000))
+    scores = (f" (its {ranked} rank runs are scores, not results: `xferlab report --rank` sets "
+              "them beside fine-tuned runs)" if ranked else "")
+    return (f"no FINISHED runs in experiment {experiment!r}{when}{scores}: run `xferlab train "
             f"tracking.experiment={experiment} ...` first")
 
 
@@ -131,11 +149,7 @@ def resolve_metric(frame: pd.DataFrame, metric: str) -> str:
 
 def where(frame: pd.DataFrame, clause: str) -> pd.DataFrame:
     """The runs a `KEY=VALUE` or `KEY!=VALUE` clause keeps; numbers compare as numbers."""
-    parsed = re.fullmatch(r"\s*([^!=\s]+)\s*(!=|=)\s*(.*?)\s*", clause)
-    if parsed is None:
-        raise ReportError(f"--where {clause!r} is not KEY=VALUE or KEY!=VALUE: give e.g. "
-                          "--where backbone.name=resnet18")
-    key, op, value = parsed.groups()
+    key, op, value = parse_where(clause)
     column = resolve(frame, key, "--where")
     same = frame[column].map(lambda v: same_value(v, value))
     kept = frame[same if op == "=" else ~same]
@@ -143,6 +157,15 @@ def where(frame: pd.DataFrame, clause: str) -> pd.DataFrame:
         values = ", ".join(ordered(frame[column].dropna()))
         raise ReportError(f"--where {clause!r} keeps no run; {key} takes: {values}")
     return kept
+
+
+def parse_where(clause: str) -> tuple[str, str, str]:
+    """A `--where` clause as (key, `=` or `!=`, value)."""
+    parsed = re.fullmatch(r"\s*([^!=\s]+)\s*(!=|=)\s*(.*?)\s*", clause)
+    if parsed is None:
+        raise ReportError(f"--where {clause!r} is not KEY=VALUE or KEY!=VALUE: give e.g. "
+                          "--where backbone.name=resnet18")
+    return parsed[1], parsed[2], parsed[3]
 
 
 def same_value(logged: object, wanted: str) -> bool:

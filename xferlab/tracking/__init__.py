@@ -33,6 +33,11 @@ def resolve_uri(uri: str | None) -> str:
     return f"sqlite:///{Path('outputs/mlflow.db').resolve()}"
 
 
+def store_exists(uri: str) -> bool:
+    """False for a SQLite store whose file is not there yet (opening it would create it)."""
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).is_file()
+
+
 def setup(uri: str | None, experiment: str) -> str:
     """Point MLflow at the store and return the experiment id, creating both if needed."""
     uri = resolve_uri(uri)
