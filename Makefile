@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev,lora]'
+	$(BIN)/pip install -q -e '.[dev,lora,slurm,ray]'
 	touch $(STAMP)
 
 # A transfer study on the embedded default: scratch vs linear probe vs full fine-tuning at 5% and

@@ -92,7 +92,9 @@ def _compose(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
 
 
 def _is_group(key: str) -> bool:
-    return (CONF_DIR / key).is_dir()
+    # hydra/* groups also hold Hydra's and its plugins' options (hydra/launcher=joblib, ray,
+    # submitit_slurm) beside the files in conf/hydra/: Hydra checks those itself
+    return not key.startswith("hydra/") and (CONF_DIR / key).is_dir()
 
 
 def options(group: str) -> list[str]:

@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from xferlab import tracking
 from xferlab.tune._space import Search, SearchError
@@ -42,10 +42,28 @@ def open_storage(location: str) -> BaseStorage:
             return RDBStorage(location)  # creates the schema now, before any worker races on it
         Path(location).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(location))
-    except (SQLAlchemyError, ImportError, OSError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise SearchError([(f"tune.storage={shown(location)!r} cannot be opened ({reason}): give a "
-                           "writable journal file path or a reachable database URL")]) from None
+    except ImportError as err:  # SQLAlchemy imports the URL's driver only now
+        scheme = location.split("://", 1)[0].split("+", 1)[0]
+        raise SearchError([(f"tune.storage={shown(location)!r} needs a database driver that is not "
+                           f"installed ({_reason(err)}): "
+                           f"{_DRIVERS.get(scheme, 'install the driver its URL names')}")]) from None
+    except OperationalError as err:  # the database said no, or nothing answered
+        raise SearchError([(f"tune.storage={shown(location)!r} cannot be reached ({_reason(err)}): "
+                           "check that the database server runs and accepts connections from this "
+                           "machine, and the URL's host, port, user, password and database")]) from None
+    except (SQLAlchemyError, OSError, ValueError) as err:
+        raise SearchError([(f"tune.storage={shown(location)!r} cannot be opened ({_reason(err)}): "
+                           "give a writable journal file path or a reachable database URL")]) from None
+
+
+# What to install for a storage URL's database driver (SQLAlchemy's default for the scheme).
+_DRIVERS = {"postgresql": "pip install 'xferlab[postgres]' (the psycopg driver)",
+            "mysql": "pip install mysqlclient, or pymysql with a mysql+pymysql:// URL"}
+
+
+def _reason(err: Exception) -> str:
+    """The first line of an error (SQLAlchemy's start with the driver's exception name)."""
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def shown(location: str) -> str:

