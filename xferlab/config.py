@@ -117,6 +117,7 @@ class TrainerConfig:
     # cached backbone features (outputs/cache/features/); off: run the backbone every step
     feature_cache: str = "auto"
     checkpoint_every: int = 1  # epochs between resumable checkpoints; 0 = none
+    compile: bool = False  # torch.compile the model (worth it for long runs on CUDA)
     resume: bool = False  # continue the newest unfinished run of this config from its checkpoint
 
 
@@ -243,7 +244,8 @@ def validate(cfg: Any) -> list[str]:
 
 # Keys that change where, how fast or how visibly a run trains, not what it ends with.
 NOT_IN_RESULT = ("tracking", "trainer.progress", "trainer.threads", "trainer.device",
-                 "trainer.feature_cache", "trainer.checkpoint_every", "trainer.resume")
+                 "trainer.feature_cache", "trainer.checkpoint_every", "trainer.resume",
+                 "trainer.compile")
 
 
 def digest(cfg: DictConfig) -> str:

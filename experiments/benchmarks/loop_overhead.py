@@ -3,6 +3,7 @@
 Same timm model, data, batch, optimizer and schedule; the two variants alternate (interleaved
 repeats) and the median throughput of each is compared, so the ratio holds on a noisy machine.
 Prints `RESULT loop_overhead ratio=<xferlab / minimal> ...` (target: >= 0.95).
+`gpu.py` runs the same two loops on CUDA in bf16.
 
     python experiments/benchmarks/loop_overhead.py [--model resnet18] [--steps 30] [--repeats 5]
 """
@@ -10,58 +11,97 @@ Prints `RESULT loop_overhead ratio=<xferlab / minimal> ...` (target: >= 0.95).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
+from dataclasses import dataclass
 
 import timm
 import torch
 import torch.nn.functional as F
+from _bench import interleaved
 
 from xferlab import engine, freezing, heads, optim
 
+CPU = torch.device("cpu")
 
-def build(model_name: str) -> tuple[heads.TransferModel, list, torch.optim.Optimizer]:
+
+@dataclass(frozen=True)
+class Setup:
+    model: str
+    steps: int
+    batch: int
+    device: torch.device = CPU
+    bf16: bool = False  # autocast, and channels_last inputs and weights (the CUDA path)
+    in_chans: int = 1
+    size: int = 32
+
+
+def build(s: Setup) -> tuple[heads.TransferModel, list, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    backbone = timm.create_model(model_name, num_classes=0, in_chans=1)
+    backbone = timm.create_model(s.model, num_classes=0, in_chans=s.in_chans)
     model = heads.TransferModel(backbone, torch.nn.Linear(backbone.num_features, 10))
+    fmt = torch.channels_last if s.bf16 else torch.preserve_format
+    model.to(s.device, memory_format=fmt)
     groups = freezing.layer_groups(model)
     opt = optim.build_optimizer(groups, name="adamw", lr=1e-3, weight_decay=0.05, momentum=0.9)
     return model, groups, opt
 
 
-def xferlab_loop(model_name: str, images, labels, steps: int, batch: int) -> float:
-    model, groups, opt = build(model_name)
+def sync(s: Setup) -> None:
+    if s.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def xferlab_loop(s: Setup, images, labels) -> float:
+    model, groups, opt = build(s)
     plan = freezing.make_plan("full", len(groups), 0, k=0, every=1, lp_epochs=0, ft_lr_scale=1,
                               decay=1, norms=False)
-    loop = engine.Loop(mean=(0.5,), std=(0.5,), device=torch.device("cpu"), batch_size=batch,
-                       progress=False)
-    val = (images[:batch], labels[:batch])  # one small validation pass: the loop's fixed cost
+    loop = engine.Loop(mean=(0.5,) * s.in_chans, std=(0.5,) * s.in_chans, device=s.device,
+                       bf16=s.bf16, channels_last=s.bf16, batch_size=s.batch, progress=False)
+    val = (images[:s.batch], labels[:s.batch])  # one small validation pass: the loop's fixed cost
+    sync(s)
     started = time.perf_counter()
     engine.fit(model, groups=groups, plan_for=lambda epoch: plan, optimizer=opt,
-               train=(images, labels), val=val, loop=loop, epochs=1, max_steps=steps,
-               steps_per_epoch=steps, base_lr=1e-3,
+               train=(images, labels), val=val, loop=loop, epochs=1, max_steps=s.steps,
+               steps_per_epoch=s.steps, base_lr=1e-3,
                schedule=engine.lr_schedule("cosine", 0.05, 0.0), seed=0,
                on_epoch=lambda epoch, metrics: None)
-    return steps * batch / (time.perf_counter() - started)
+    sync(s)
+    return s.steps * s.batch / (time.perf_counter() - started)
 
 
-def minimal_loop(model_name: str, images, labels, steps: int, batch: int) -> float:
-    model, _, opt = build(model_name)
+def minimal_loop(s: Setup, images, labels) -> float:
+    model, _, opt = build(s)
     model.train()
     generator = torch.Generator().manual_seed(0)
+    sync(s)
     started = time.perf_counter()
     order = torch.randperm(len(labels), generator=generator)
-    for step in range(steps):
-        idx = order[(step * batch) % len(labels):][:batch]
-        x = (images[idx].float() / 255 - 0.5) / 0.5
+    for step in range(s.steps):
+        idx = order[(step * s.batch) % len(labels):][:s.batch]
+        x = (images[idx].to(s.device, non_blocking=True).float() / 255 - 0.5) / 0.5
+        if s.bf16:
+            x = x.contiguous(memory_format=torch.channels_last)
         for g in opt.param_groups:
-            g["lr"] = 1e-3 * optim.lr_factor(step, steps, name="cosine", warmup_frac=0.05,
+            g["lr"] = 1e-3 * optim.lr_factor(step, s.steps, name="cosine", warmup_frac=0.05,
                                               min_lr_ratio=0.0)
-        loss = F.cross_entropy(model(x), labels[idx])
+        with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=s.bf16):
+            loss = F.cross_entropy(model(x).float(), labels[idx].to(s.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return steps * batch / (time.perf_counter() - started)
+    sync(s)
+    return s.steps * s.batch / (time.perf_counter() - started)
+
+
+def compare(s: Setup, repeats: int) -> dict[str, float]:
+    """Median img/s of both loops on the same random uint8 data."""
+    images = torch.randint(0, 256, (s.steps * s.batch, s.in_chans, s.size, s.size),
+                           dtype=torch.uint8)
+    if s.device.type == "cuda":
+        images = images.pin_memory()
+    labels = torch.randint(0, 10, (len(images),))
+    return interleaved({"xferlab": lambda: xferlab_loop(s, images, labels),
+                        "minimal": lambda: minimal_loop(s, images, labels)}, repeats)
 
 
 def main() -> None:
@@ -71,13 +111,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    images = torch.randint(0, 256, (args.steps * args.batch, 1, 32, 32), dtype=torch.uint8)
-    labels = torch.randint(0, 10, (len(images),))
-    ours, theirs = [], []
-    for _ in range(args.repeats):  # interleaved, so drifts in machine load hit both alike
-        ours.append(xferlab_loop(args.model, images, labels, args.steps, args.batch))
-        theirs.append(minimal_loop(args.model, images, labels, args.steps, args.batch))
-    a, b = statistics.median(ours), statistics.median(theirs)
+    rates = compare(Setup(args.model, args.steps, args.batch), args.repeats)
+    a, b = rates["xferlab"], rates["minimal"]
     print(f"RESULT loop_overhead ratio={a / b:.2f} xferlab_img_s={a:.0f} minimal_img_s={b:.0f} "
           f"model={args.model} batch={args.batch} steps={args.steps} repeats={args.repeats} "
           f"threads={torch.get_num_threads()}")

@@ -86,7 +86,10 @@ def train(cfg: DictConfig, launch: common.Launch,
     source = sources.lookup(cfg)  # source:<set> -> the cached file xferlab built, else None
     pretrained = f"file:{source.path}" if source else cfg.backbone.pretrained
     model, load_report = common.build_model(cfg, ds, pretrained)
-    model.to(device)
+    channels_last = device.type == "cuda"
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    if cfg.trainer.compile:
+        model.compile()  # in place: parameter names (checkpoints, layer groups) stay as they are
     groups = freezing.layer_groups(model)
     f = cfg.freeze
 
@@ -108,7 +111,7 @@ def train(cfg: DictConfig, launch: common.Launch,
                        eval_batch_size=cfg.trainer.eval_batch_size,
                        label_smoothing=cfg.optim.label_smoothing,
                        augment=common.augmenter(cfg.data.augment), penalty=penalty,
-                       progress=cfg.trainer.progress)
+                       progress=cfg.trainer.progress, channels_last=channels_last)
     schedule = engine.lr_schedule(cfg.sched.name, cfg.sched.warmup_frac, cfg.sched.min_lr_ratio)
     # frozen phases come first (linear_probe, lp_ft, gradual); the cache is keyed by the
     # backbone as it is now, before any of it trains

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: runs on servers and in sweeps
-import matplotlib.pyplot as plt
 import mlflow
 import torch
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.meta_dataset import MetaDataset
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def log_subset(name: str, identity: str, labels: torch.Tensor, digest: str,
@@ -55,7 +55,8 @@ def _per_class_csv(confusion: torch.Tensor, classes: list[str]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def learning_curves_figure(history: list[dict[str, float]]) -> plt.Figure:
+def learning_curves_figure(history: list[dict[str, float]]) -> Figure:
+    plt = _pyplot()
     epochs = range(1, len(history) + 1)
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
     loss_ax.plot(epochs, [h["train/loss"] for h in history], label="train")
@@ -70,7 +71,8 @@ def learning_curves_figure(history: list[dict[str, float]]) -> plt.Figure:
     return fig
 
 
-def confusion_figure(matrix: torch.Tensor, classes: list[str]) -> plt.Figure:
+def confusion_figure(matrix: torch.Tensor, classes: list[str]) -> Figure:
+    plt = _pyplot()
     """Row-normalised (true class) confusion matrix with counts in the cells."""
     n = len(classes)
     size = min(12, 2 + 0.45 * n)
@@ -90,3 +92,13 @@ def confusion_figure(matrix: torch.Tensor, classes: list[str]) -> plt.Figure:
                             color="white" if rates[i, j] > 0.5 else "black")
     plt.close(fig)
     return fig
+
+
+def _pyplot():
+    """matplotlib, imported when the first plot is drawn: at the end of a run, not its start."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: runs on servers and in sweeps
+    import matplotlib.pyplot as plt
+
+    return plt
