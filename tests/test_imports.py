@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "xferlab"
 ALLOWED = {
-    "config": set(), "data": set(), "backbones": set(), "heads": set(), "freezing": set(),
+    "config": set(), "data": set(), "backbones": {"files"}, "heads": set(), "freezing": set(),
     "optim": {"freezing"}, "tracking": set(),
     "engine": {"freezing", "optim"}, "features": {"engine", "backbones"}, "tune": {"tracking"},
     "report": {"tracking"}, "files": set(), "checkpoint": {"files", "tracking"}, "scores": set(),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import logging
-import os
 import pickle
 import re
 import tempfile
@@ -27,6 +26,8 @@ from timm.data import resolve_model_data_config
 from timm.models import PretrainedCfg, get_pretrained_cfg, load_state_dict
 from timm.models._registry import split_model_name_tag
 from torch import nn
+
+from xferlab.files import atomic
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
@@ -107,14 +108,8 @@ def save_backbone(backbone: nn.Module, path: Path) -> str:
 def write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Write a safetensors file atomically: a crash mid-write must never leave a truncated file
     under the final name, only a temporary one that no reader opens."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic(path) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt"})
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def file_digest(path: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -33,3 +34,13 @@ def result(name: str, ratio: float, **fields: object) -> None:
     extra = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in fields.items())
     print(f"RESULT {name} ratio={ratio:.2f} {extra}", flush=True)
+
+
+def arguments(doc: str, *, repeats: int, epochs: int | None = None) -> argparse.Namespace:
+    """--repeats, --epochs where the benchmark trains, and any more `xferlab train` overrides."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=repeats)
+    if epochs is not None:
+        parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("overrides", nargs="*", help="more xferlab train overrides")
+    return parser.parse_args()

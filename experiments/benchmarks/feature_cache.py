@@ -11,17 +11,11 @@ as it is by the first run of a sweep; then cache-off and cache-on runs alternate
 
 from __future__ import annotations
 
-import argparse
-
-from _bench import interleaved, result, train_run
+from _bench import arguments, interleaved, result, train_run
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("overrides", nargs="*", help="more xferlab train overrides")
-    args = parser.parse_args()
+    args = arguments(__doc__, repeats=3, epochs=20)
     base = ["freeze=linear_probe", "data.fraction=1.0", f"trainer.epochs={args.epochs}",
             "trainer.progress=false", "tracking.experiment=benchmarks", *args.overrides]
     accuracies = set()

@@ -11,7 +11,6 @@ step) to print the elapsed time and exit at once. The two commands alternate; pr
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _bench import interleaved, result
+from _bench import arguments, interleaved, result
 
 HOOK = '''
 import os, sys, time
@@ -50,10 +49,7 @@ def wall(command: list[str]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("overrides", nargs="*", help="more xferlab train overrides")
-    args = parser.parse_args()
+    args = arguments(__doc__, repeats=5)
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "sitecustomize.py").write_text(HOOK)
         store = f"tracking.uri=sqlite:///{tmp}/mlflow.db"

@@ -12,7 +12,6 @@ and reuses them across seeds and for the test split. The variants alternate; pri
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _bench import interleaved, result
+from _bench import arguments, interleaved, result
 
 GRID = ["-m", "experiment=demo", "freeze=linear_probe", "data.fraction=0.1,0.25,0.5,1.0",
         "seed=0,1,2", "tracking.experiment=benchmarks"]
@@ -39,10 +38,7 @@ def sweep(cache: str, overrides: list[str]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("overrides", nargs="*", help="more xferlab train overrides")
-    args = parser.parse_args()
+    args = arguments(__doc__, repeats=1)
     subprocess.run([sys.executable, "-m", "xferlab.cli", "pretrain"], check=True,
                    stdout=subprocess.DEVNULL)  # the source, built once outside the timings
     times = interleaved({"off": lambda: sweep("off", args.overrides),

@@ -11,14 +11,13 @@ The variants alternate; prints `RESULT tracking_overhead ratio=<on / off> ...` (
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
 from unittest import mock
 
 import mlflow
-from _bench import interleaved, result, train_run
+from _bench import arguments, interleaved, result, train_run
 
 from xferlab import tracking
 from xferlab.tracking import artifacts
@@ -41,11 +40,7 @@ def no_tracking() -> Iterator[None]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("overrides", nargs="*", help="more xferlab train overrides")
-    args = parser.parse_args()
+    args = arguments(__doc__, repeats=3, epochs=3)
     overrides = ["freeze=full", "data.fraction=1.0", f"trainer.epochs={args.epochs}",
                  "trainer.progress=false", "tracking.experiment=benchmarks", *args.overrides]
 

@@ -42,6 +42,14 @@ def one_line_errors() -> Iterator[None]:
     except FloatingPointError as err:
         print(f"xferlab: error: {err}", file=sys.stderr)
         sys.exit(1)
+    except Exception as err:
+        if "database is locked" not in str(err):
+            raise
+        # SQLite takes one writer at a time; past some dozens of concurrent runs it gives up
+        print("xferlab: error: the SQLite MLflow store is locked by other writers (database is "
+              "locked): for many concurrent runs use an MLflow tracking server on PostgreSQL, "
+              "tracking.uri=http://<host>:5000 (README, Scaling out)", file=sys.stderr)
+        sys.exit(1)
 
 
 def preflight(cfg: DictConfig) -> list[str]:
