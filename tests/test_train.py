@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,8 @@ def test_a_run_logs_params_metrics_tags_and_artifacts(tmp_path):
     tags = run.data.tags
     assert tags["choice.backbone"] == "resnet_tiny" and tags["choice.freeze"] == "full"
     assert "data.fraction=0.5" in tags["overrides"]
+    assert tags["versions.torch"] == metadata.version("torch")  # what computed the result
+    assert {"versions.python", "versions.timm", "versions.mlflow"} <= set(tags)
     assert run.info.run_name == "test_resnet·full·f0.5·s3"
     for key in ("train/loss", "val/loss", "val/acc", "val/acc_best", "throughput/img_s"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 1]

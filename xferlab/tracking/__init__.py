@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,18 @@ def owner() -> dict[str, str]:
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
 
 
+@cache
+def versions() -> dict[str, str]:
+    """The versions a result depends on, as tags: python and the libraries that compute it."""
+    tags = {"versions.python": platform.python_version()}
+    for package in ("xferlab", "torch", "torchvision", "timm", "mlflow", "numpy"):
+        try:
+            tags[f"versions.{package}"] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            tags[f"versions.{package}"] = "none"
+    return tags
+
+
 def alive(run: Run) -> bool:
     """Whether the run's process may still be running it (runs of other hosts count as alive:
     their processes cannot be seen from here)."""
@@ -127,7 +141,8 @@ def run(experiment_id: str, *, name: str, tags: dict[str, str],
     With `run_id`, the existing run continues (a resumed run)."""
     signal.signal(signal.SIGTERM, _interrupt)  # pre-emption and `kill` end the run KILLED too
     active = mlflow.start_run(experiment_id=experiment_id, run_name=name,
-                              tags={**tags, **owner()}, parent_run_id=parent_run_id,
+                              tags={**tags, **versions(), **owner()},
+                              parent_run_id=parent_run_id,
                               run_id=run_id)
     try:
         yield active
