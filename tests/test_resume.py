@@ -92,6 +92,10 @@ def test_ctrl_c_ends_killed_and_trainer_resume_continues_the_same_run(tmp_path):
     client, run = _only_run(tmp_path)  # still one run
     assert run.info.status == "FINISHED" and _steps(client, run) == [0, 1, 2, 3]
 
+    done = xferlab("train", *RUN, "trainer.resume=true", cwd=tmp_path)  # a resumed sweep's job
+    assert done.returncode == 0 and f"already FINISHED as run {run.info.run_id}" in done.stderr
+    _only_run(tmp_path)
+
 
 def test_resume_errors_are_one_line(tmp_path):
     unknown = xferlab("train", "--resume", "0123456789abcdef", cwd=tmp_path)

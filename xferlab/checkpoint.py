@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from xferlab.files import atomic
@@ -72,3 +73,11 @@ def resumable(client: MlflowClient, experiment_id: str, digest: str) -> str | No
         if path and Path(path).is_file() and not alive(run):
             return run.info.run_id
     return None
+
+
+def finished(client: MlflowClient, experiment_id: str, digest: str) -> Run | None:
+    """The newest FINISHED run of this config, if any: a resumed sweep skips its job."""
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{DIGEST_TAG}` = '{digest}' and "
+        "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None

@@ -43,7 +43,7 @@ class Result:
     run_id: str
     best_val_acc: float
     test_acc: float
-    model: heads.TransferModel
+    model: heads.TransferModel | None  # None: trainer.resume found the run already FINISHED
 
 
 def train(cfg: DictConfig, launch: common.Launch,
@@ -73,6 +73,12 @@ def train(cfg: DictConfig, launch: common.Launch,
     digest, client = config.digest(cfg), MlflowClient()
     if resume_run_id is None and cfg.trainer.resume:
         resume_run_id = checkpoint.resumable(client, experiment_id, digest)
+        done = None if resume_run_id else checkpoint.finished(client, experiment_id, digest)
+        if done is not None:  # e.g. a job of a sweep that is being resumed
+            print(f"xferlab: trainer.resume=true: this config already FINISHED as run "
+                  f"{done.info.run_id}: nothing to do", file=sys.stderr)
+            return Result(done.info.run_id, done.data.metrics["best/val_acc"],
+                          done.data.metrics["test/acc"], model=None)
         if resume_run_id is None:
             print("xferlab: trainer.resume=true, but no unfinished run of this config has a "
                   "checkpoint here: starting a new run", file=sys.stderr)
