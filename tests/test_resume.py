@@ -98,12 +98,64 @@ def test_ctrl_c_ends_killed_and_trainer_resume_continues_the_same_run(tmp_path):
 
 
 def test_resume_errors_are_one_line(tmp_path):
+    no_store = xferlab("train", "--resume", "0123456789abcdef", cwd=tmp_path)
+    assert no_store.returncode == 2 and "there is no MLflow store" in no_store.stderr
+    assert not (tmp_path / "outputs").exists()
+    assert xferlab("train", *FAST, "trainer.checkpoint_every=0", cwd=tmp_path).returncode == 0
+    _, run = _only_run(tmp_path)
     unknown = xferlab("train", "--resume", "0123456789abcdef", cwd=tmp_path)
     assert unknown.returncode == 2 and "no such run" in unknown.stderr
     assert "Traceback" not in unknown.stderr
-    assert xferlab("train", *FAST, cwd=tmp_path).returncode == 0
-    _, run = _only_run(tmp_path)
     finished = xferlab("train", "--resume", run.info.run_id, cwd=tmp_path)
     assert finished.returncode == 2 and "is FINISHED: nothing to resume" in finished.stderr
     extra = xferlab("train", "--resume", run.info.run_id, "optim.lr=1", cwd=tmp_path)
     assert extra.returncode == 2 and "with its own config" in extra.stderr
+
+
+def test_a_checkpoint_of_a_frozen_phase_leaves_the_backbone_out_and_resumes_exactly():
+    import copy
+
+    import torch
+
+    from xferlab import engine, freezing, heads, optim
+    from xferlab.backbones import create_backbone
+
+    def build():
+        torch.manual_seed(0)
+        backbone, _ = create_backbone("test_resnet", pretrained="none", in_chans=1,
+                                      image_size=16, drop_path_rate=0.0)
+        model = heads.TransferModel(backbone, torch.nn.Linear(backbone.num_features, 3))
+        groups = freezing.layer_groups(model)
+        return model, groups, optim.build_optimizer(groups, name="adamw", lr=1e-2,
+                                                    weight_decay=0.05, momentum=0.9)
+
+    def plan_for(epoch, n):  # lp_ft: head alone for 2 epochs, then everything
+        return freezing.make_plan("lp_ft", n, epoch, k=0, every=1, lp_epochs=2, ft_lr_scale=0.5,
+                                  decay=1, norms=False)
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (48, 1, 16, 16), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 3, (48,), generator=g)
+    loop = engine.Loop(mean=(0.5,), std=(0.25,), device=torch.device("cpu"), batch_size=16,
+                       progress=False)
+    saved = []
+
+    def fit(model, groups, opt, resume=None):
+        return engine.fit(model, groups=groups, plan_for=lambda e: plan_for(e, len(groups)),
+                          optimizer=opt, train=(x, y), val=(x, y), loop=loop, epochs=4,
+                          max_steps=None, steps_per_epoch=None, base_lr=1e-2,
+                          schedule=engine.lr_schedule("cosine", 0.0, 0.0), seed=3,
+                          on_epoch=lambda e, m: None,
+                          checkpoint=lambda state: saved.append(copy.deepcopy(state)),
+                          checkpoint_every=1, resume=resume)
+
+    model, groups, opt = build()
+    whole = fit(model, groups, opt)
+    after_epoch_2 = saved[1]
+    assert not any(k.startswith("backbone.") and "running" not in k and "num_batches" not in k
+                   for k in after_epoch_2["model"])  # frozen: only head and buffers
+    resumed_model, groups, opt = build()
+    resumed = fit(resumed_model, groups, opt, resume=after_epoch_2)
+    assert [e["val/loss"] for e in resumed.epochs] == [e["val/loss"] for e in whole.epochs]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, resumed_model.state_dict()[key]), key

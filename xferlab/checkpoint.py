@@ -16,7 +16,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from xferlab.files import atomic
-from xferlab.tracking import alive
+from xferlab.tracking import HOST_TAG, PID_TAG, alive
 
 CHECKPOINT_DIR = Path("outputs/checkpoints")
 PATH_TAG = "checkpoint.path"  # where a run's checkpoint is, for `--resume <run id>`
@@ -57,6 +57,10 @@ def for_run(client: MlflowClient, run_id: str) -> Path:
                               "the id from `xferlab runs --stale` or the MLflow UI") from e
     if run.info.status == "FINISHED":
         raise CheckpointError(f"--resume {run_id}: the run is FINISHED: nothing to resume")
+    if run.info.status == "RUNNING" and alive(run):
+        raise CheckpointError(f"--resume {run_id}: the run is still RUNNING (pid "
+                              f"{run.data.tags.get(PID_TAG)} on {run.data.tags.get(HOST_TAG)}): "
+                              "stop it first")
     if PATH_TAG not in run.data.tags:
         raise CheckpointError(f"--resume {run_id}: the run saved no checkpoint (it stopped "
                               "before its first epoch ended, or ran with trainer.checkpoint_every=0)")
@@ -78,6 +82,8 @@ def resumable(client: MlflowClient, experiment_id: str, digest: str) -> str | No
 def finished(client: MlflowClient, experiment_id: str, digest: str) -> Run | None:
     """The newest FINISHED run of this config, if any: a resumed sweep skips its job."""
     runs = client.search_runs(
+        # with a test result: a pruned search trial also ends FINISHED
         [experiment_id], filter_string=f"tags.`{DIGEST_TAG}` = '{digest}' and "
-        "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=1)
+        "attributes.status = 'FINISHED' and metrics.`test/acc` >= 0",
+        order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None

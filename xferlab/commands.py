@@ -122,8 +122,10 @@ def _rank_report(opts, fmt: str) -> int:
     if unsupported:
         return user_error(f"--rank writes Markdown only: drop {', '.join(unsupported)}")
     try:
+        store = report.client(opts.uri)
+        warn_stale(opts.uri, opts.experiment)
         table = report.rank(
-            report.client(opts.uri), opts.experiment, rows=opts.rows, cols=opts.cols,
+            store, opts.experiment, rows=opts.rows, cols=opts.cols,
             metric=opts.metric, seeds=opts.seeds, where=opts.where, parent=opts.parent,
             min_n=opts.min_n, since=report.parse_since(opts.since) if opts.since else None,
             ignore=opts.ignore,
@@ -215,7 +217,11 @@ def runs(args: list[str]) -> int:
 
     from xferlab import tracking
 
-    client = MlflowClient(tracking.resolve_uri(opts.uri))
+    uri = tracking.resolve_uri(opts.uri)
+    if not tracking.store_exists(uri):
+        return user_error(f"there is no MLflow store at {uri}: run from the project folder, "
+                          "or give --uri")
+    client = MlflowClient(uri)
     if opts.experiment:
         found = client.get_experiment_by_name(opts.experiment)
         if found is None:
@@ -227,9 +233,12 @@ def runs(args: list[str]) -> int:
     stale = tracking.stale_runs(client, ids) if ids else []
     for run in stale:
         started = run.info.start_time // 1000
+        kind = run.data.tags.get("kind")
+        hint = ("rerun the sweep with trainer.resume=true" if kind == "sweep" else
+                f"resume: xferlab train --resume {run.info.run_id}"
+                if "checkpoint.path" in run.data.tags else "no checkpoint: rerun it")
         print(f"{run.info.run_id}  {run.info.run_name}  started {_when(started)}  "
-              f"pid {run.data.tags.get(tracking.PID_TAG)}  resume: xferlab train --resume "
-              f"{run.info.run_id}")
+              f"pid {run.data.tags.get(tracking.PID_TAG)}  {hint}")
         if opts.mark_killed:
             client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
     verb = "marked KILLED" if opts.mark_killed else "left RUNNING by a process that is gone"

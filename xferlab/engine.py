@@ -109,13 +109,17 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
     generator = torch.Generator().manual_seed(seed)
     history, plan, step, start = History(), None, 0, 0
     if resume is not None:
-        model.load_state_dict(resume["model"])
+        # the checkpoint lacks the parameters frozen when it was written: they never trained
+        # (plans only ever unfreeze), so the freshly built model holds them already
+        model.load_state_dict(resume["model"], strict=False)
         optimizer.load_state_dict(resume["optimizer"])
-        history = History(resume["best_val_acc"], resume["best_epoch"], resume["best_state"],
-                          resume["epochs"])
+        best = {**{k: v.clone() for k, v in model.state_dict().items()}, **resume["best_state"]}
+        history = History(resume["best_val_acc"], resume["best_epoch"], best, resume["epochs"])
         step, start = resume["step"], len(history.epochs)
         generator.set_state(resume["rng"]["fit"])
         torch.set_rng_state(resume["rng"]["torch"])
+        if torch.cuda.is_available() and resume["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all(resume["rng"]["cuda"])
     bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
                    MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
                    TimeRemainingColumn(), disable=not loop.progress, transient=True)
@@ -126,11 +130,13 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
             if (new_plan := plan_for(epoch)) != plan:
                 plan = new_plan
                 trainable = apply_plan(model, groups, plan, optimizer)
+                if not plan.backbone_frozen:
+                    features = None  # the backbone moves from now on: its features are stale
+                on_features = features is not None and loop.augment is None
+                net = model.head if on_features else model
+                inputs = features(images) if on_features else images
+                val_inputs = features(val[0]) if on_features else val[0]
             train_mode(model, groups, plan)
-            on_features = features is not None and plan.backbone_frozen and loop.augment is None
-            net = model.head if on_features else model
-            inputs = features(images) if on_features else images
-            val_inputs = features(val[0]) if on_features else val[0]
             started, seen = time.perf_counter(), 0
             loss_sum = torch.zeros((), device=loop.device)
             n_steps = min(steps_per_epoch, total_steps - step)
@@ -186,13 +192,19 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
 
 def _state(model: nn.Module, optimizer: torch.optim.Optimizer, history: History, step: int,
            generator: torch.Generator) -> dict:
-    model_state = model.state_dict()
+    # frozen parameters are left out (a frozen backbone would be most of the file, every
+    # epoch): they have not trained yet, and the rebuilt model restores them
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    model_state = {k: v for k, v in model.state_dict().items() if k not in frozen}
     # when this epoch is the best, the same tensors: torch.save writes shared storage once
-    best = model_state if history.best_epoch == len(history.epochs) - 1 else history.best_state
+    best = (model_state if history.best_epoch == len(history.epochs) - 1 else
+            {k: v for k, v in history.best_state.items() if k not in frozen})
+    rng = {"fit": generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
     return {"model": model_state, "optimizer": optimizer.state_dict(),
             "best_val_acc": history.best_val_acc, "best_epoch": history.best_epoch,
-            "best_state": best, "epochs": history.epochs, "step": step,
-            "rng": {"fit": generator.get_state(), "torch": torch.get_rng_state()}}
+            "best_state": best, "epochs": history.epochs, "step": step, "rng": rng}
 
 
 def lr_schedule(name: str, warmup_frac: float, min_lr_ratio: float) -> Callable[[int, int], float]:

@@ -19,6 +19,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import timm
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -30,13 +31,22 @@ from xferlab.engine import Loop
 CACHE_DIR = Path("outputs/cache/features")
 
 
+# timm's names for a probability of dropping something in training: DropPath's drop_prob,
+# PatchDropout's prob, the pre-logits dropout's drop_rate (applied even with num_classes=0)
+_STOCHASTIC = ("drop_prob", "prob", "drop_rate")
+
+
 def deterministic(backbone: nn.Module) -> bool:
-    """Whether the backbone in training mode maps an image to one feature: no active dropout
-    or stochastic depth (frozen BatchNorm is put in eval mode by the freezing plan)."""
+    """Whether the backbone in training mode maps an image to one feature: no active dropout,
+    stochastic depth or patch dropout, and no BatchNorm that would update its statistics
+    (the freezing plan puts frozen BatchNorm in eval mode; one without parameters stays)."""
     for module in backbone.modules():
-        p = getattr(module, "p", None) if isinstance(module, nn.modules.dropout._DropoutNd) \
-            else getattr(module, "drop_prob", None)  # timm's DropPath
-        if p:
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p:
+            return False
+        if any(isinstance(getattr(module, a, None), float) and getattr(module, a) > 0
+               for a in _STOCHASTIC):
+            return False
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not module.affine:
             return False
     return True
 
@@ -53,18 +63,24 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 class FeatureCache:
     """Features of one frozen backbone, per input tensor, in memory and (unless `root` is None)
-    on disk. Build it while the backbone is in the state whose features are wanted."""
+    on disk under `root`. Build it while the backbone is in the state whose features are wanted."""
 
-    def __init__(self, backbone: nn.Module, loop: Loop, root: Path | None = CACHE_DIR):
+    def __init__(self, backbone: nn.Module, loop: Loop, root: Path = CACHE_DIR):
         self.backbone, self.loop, self.root = backbone, loop, root
+        # the weights, and what runs them: two architectures can share a state dict's names
+        # and shapes (timm's efficientnet_b0 and tf_efficientnet_b0 differ in padding)
         self.weights = tensor_digest(backbone.state_dict())
+        self.architecture = (type(backbone).__name__,
+                             getattr(backbone, "pretrained_cfg", {}).get("architecture"))
         self.hits = self.misses = 0
         self._memory: dict[str, torch.Tensor] = {}
 
     def key(self, images: torch.Tensor) -> str:
-        parts = {"weights": self.weights, "images": tensor_digest({"x": images}),
-                 "mean": self.loop.mean, "std": self.loop.std, "device": self.loop.device.type,
-                 "bf16": self.loop.bf16, "torch": torch.__version__}
+        parts = {"weights": self.weights, "architecture": self.architecture,
+                 "images": tensor_digest({"x": images}), "mean": self.loop.mean,
+                 "std": self.loop.std, "device": self.loop.device.type, "bf16": self.loop.bf16,
+                 "channels_last": self.loop.channels_last, "torch": torch.__version__,
+                 "timm": timm.__version__}
         return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(),
                                digest_size=16).hexdigest()
 
@@ -77,16 +93,13 @@ class FeatureCache:
         if features is None:
             self.misses += 1
             features = extract(self.backbone, images, self.loop)
-            if self.root is not None:
-                write_tensors({"features": features.cpu()}, self.root / f"{key}.safetensors")
+            write_tensors({"features": features.cpu()}, self.root / f"{key}.safetensors")
         else:
             self.hits += 1
         self._memory[key] = features.to(self.loop.device)
         return self._memory[key]
 
     def _load(self, key: str, n: int) -> torch.Tensor | None:
-        if self.root is None:
-            return None
         path = self.root / f"{key}.safetensors"
         try:
             features = load_file(path)["features"]

@@ -31,7 +31,7 @@ def train_run(overrides: list[str]) -> tuple[float, train.Result]:
 
 
 def result(name: str, ratio: float, **fields: object) -> None:
-    extra = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+    extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in fields.items())
     print(f"RESULT {name} ratio={ratio:.2f} {extra}", flush=True)
 

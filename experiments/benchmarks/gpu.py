@@ -14,6 +14,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
+from _bench import result
 from loop_overhead import Setup, build, compare
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -45,11 +46,12 @@ def main() -> None:
         s = Setup(name, args.steps, args.batch, device=torch.device("cuda"), bf16=True,
                   in_chans=3, size=224)
         rates = compare(s, args.repeats)
-        tflops = {k: step_flops(s) / args.batch * v / 1e12 for k, v in rates.items()}
-        print(f"RESULT gpu ratio={rates['xferlab'] / rates['minimal']:.2f} model={name} "
-              f"xferlab_img_s={rates['xferlab']:.0f} minimal_img_s={rates['minimal']:.0f} "
-              f"xferlab_tflops={tflops['xferlab']:.1f} minimal_tflops={tflops['minimal']:.1f} "
-              f"batch={args.batch} device={torch.cuda.get_device_name()}", flush=True)
+        per_image = step_flops(s) / args.batch
+        result("gpu", rates["xferlab"] / rates["minimal"], model=name,
+               xferlab_img_s=rates["xferlab"], minimal_img_s=rates["minimal"],
+               xferlab_tflops=per_image * rates["xferlab"] / 1e12,
+               minimal_tflops=per_image * rates["minimal"] / 1e12, batch=args.batch,
+               device=torch.cuda.get_device_name().replace(" ", "_"))
 
 
 if __name__ == "__main__":

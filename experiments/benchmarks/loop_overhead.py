@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import timm
 import torch
 import torch.nn.functional as F
-from _bench import interleaved
+from _bench import interleaved, result
 
 from xferlab import engine, freezing, heads, optim
 
@@ -112,10 +112,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     rates = compare(Setup(args.model, args.steps, args.batch), args.repeats)
-    a, b = rates["xferlab"], rates["minimal"]
-    print(f"RESULT loop_overhead ratio={a / b:.2f} xferlab_img_s={a:.0f} minimal_img_s={b:.0f} "
-          f"model={args.model} batch={args.batch} steps={args.steps} repeats={args.repeats} "
-          f"threads={torch.get_num_threads()}")
+    result("loop_overhead", rates["xferlab"] / rates["minimal"], xferlab_img_s=rates["xferlab"],
+           minimal_img_s=rates["minimal"], model=args.model, batch=args.batch, steps=args.steps,
+           repeats=args.repeats, threads=torch.get_num_threads())
 
 
 if __name__ == "__main__":

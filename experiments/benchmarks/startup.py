@@ -55,7 +55,10 @@ def main() -> None:
         store = f"tracking.uri=sqlite:///{tmp}/mlflow.db"
         train = [sys.executable, "-m", "xferlab.cli", "train", "trainer.progress=false", store,
                  *args.overrides]
-        to_first_step(train, tmp)  # warm-up: builds the source if needed, creates the store
+        # the source is built without the hook (its first step would end the build)
+        subprocess.run([sys.executable, "-m", "xferlab.cli", "pretrain", *args.overrides],
+                       check=True, stdout=subprocess.DEVNULL)
+        to_first_step(train, tmp)  # warm-up: creates the store
         times = interleaved({
             "xferlab": lambda: to_first_step(train, tmp),
             "import": lambda: wall([sys.executable, "-c", "import torch, timm"]),

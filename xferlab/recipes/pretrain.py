@@ -7,7 +7,6 @@ by the launching process, before any job (or parallel worker) starts.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import hydra
@@ -16,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from xferlab import backbones
+from xferlab.files import atomic
 from xferlab.recipes import common, sources, train
 from xferlab.recipes.compose import CONF_DIR
 
@@ -25,6 +25,8 @@ def build(src_cfg: DictConfig, launch: common.Launch) -> sources.Source:
     path = sources.cache_file(src_cfg)
     Console(stderr=True).print(f"[bold]Building source[/] {path.name}: {launch.run_name(src_cfg)} "
                                f"({src_cfg.trainer.max_steps} steps, once; cached after)")
+    # a FINISHED source run is no source without its weights file: always train here
+    src_cfg.trainer.resume = False
     result = train.train(src_cfg, launch)
     path.parent.mkdir(parents=True, exist_ok=True)
     digest = backbones.save_backbone(result.model.backbone, path)
@@ -32,9 +34,8 @@ def build(src_cfg: DictConfig, launch: common.Launch) -> sources.Source:
     meta = {"run_id": result.run_id, "weights_digest": digest,
             "config": OmegaConf.to_container(src_cfg, resolve=True)}
     # the .json marks the entry complete, so it is written last and atomically
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, path.with_suffix(".json"))
+    with atomic(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(meta, indent=1))
     return sources.Source(path, result.run_id, digest)
 
 

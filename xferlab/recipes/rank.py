@@ -65,9 +65,11 @@ def rank(cfg: DictConfig, launch: common.Launch) -> dict[str, float | str]:
     source = sources.lookup(cfg)
     model, load_report = common.build_model(cfg, ds, f"file:{source.path}" if source
                                             else cfg.backbone.pretrained)
-    model.to(device)
+    # as `train` runs it (channels_last on CUDA), so both share cached features
+    channels_last = device.type == "cuda"
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     mean, std = backbones.normalization(model.backbone, ds.in_chans)
-    loop = engine.Loop(mean=mean, std=std, device=device, bf16=bf16,
+    loop = engine.Loop(mean=mean, std=std, device=device, bf16=bf16, channels_last=channels_last,
                        eval_batch_size=cfg.trainer.eval_batch_size, progress=False)
 
     started = time.perf_counter()

@@ -135,7 +135,7 @@ def train(cfg: DictConfig, launch: common.Launch,
         run_id = run.info.run_id
         ckpt = checkpoint.path_for(run_id)
         if state is None:
-            mlflow.set_tags({checkpoint.DIGEST_TAG: digest, checkpoint.PATH_TAG: str(ckpt)})
+            mlflow.set_tag(checkpoint.DIGEST_TAG, digest)
             tracking.log_params(OmegaConf.to_container(cfg, resolve=True), extra={
                 "data.train_size": len(train_split),
                 "data.subset_digest": data.indices_digest(subset),
@@ -144,16 +144,24 @@ def train(cfg: DictConfig, launch: common.Launch,
             })
             artifacts.log_subset(cfg.data.name, ds.identity, train_split.labels,
                                  data.indices_digest(subset), ds.num_classes)
-        else:  # epochs checkpointed just before a crash may not have reached the store
-            tracking.log_missing_epochs(run_id, state["epochs"])
+        # epochs the store has: on resume, those checkpointed just before a crash are logged
+        # now, and those after the checkpoint (checkpoint_every > 1) are not logged twice
+        logged = tracking.log_missing_epochs(run_id, state["epochs"]) if state else set()
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            tracking.log_metrics(run_id, metrics, step=epoch)
+            if epoch not in logged:
+                tracking.log_metrics(run_id, metrics, step=epoch)
             if report is not None:
                 report(epoch, metrics)
 
+        tagged = state is not None  # a resumed run was found through its checkpoint tag
+
         def save(fit_state: dict) -> None:
+            nonlocal tagged
             yaml = OmegaConf.to_yaml(cfg, resolve=True)
+            if not tagged:  # once, and before the file: a kill in between must not hide it
+                client.set_tag(run_id, checkpoint.PATH_TAG, str(ckpt))
+                tagged = True
             checkpoint.save(ckpt, {**fit_state, "config": yaml, "run_id": run_id})
 
         try:
@@ -205,6 +213,7 @@ def resume(run_id: str, uri: str | None) -> Result:
                                          "run from the project folder, or give tracking.uri=")
     path = checkpoint.for_run(MlflowClient(uri), run_id)
     cfg = OmegaConf.create(checkpoint.load(path)["config"])
+    cfg.tracking.uri = uri  # the store the run was found in, whatever its config said
     return train(cfg, common.Launch(), resume_run_id=run_id)
 
 

@@ -173,12 +173,14 @@ def log_metrics(run_id: str, metrics: Mapping[str, float], step: int) -> None:
     )
 
 
-def log_missing_epochs(run_id: str, epochs: list[Mapping[str, float]]) -> None:
-    """Log the epochs (step = index) that the run's `val/acc` history lacks."""
+def log_missing_epochs(run_id: str, epochs: list[Mapping[str, float]]) -> set[int]:
+    """Log the epochs (step = index) that the run's `val/acc` history lacks; return the steps
+    the run holds now."""
     logged = {m.step for m in MlflowClient().get_metric_history(run_id, "val/acc")}
     for epoch, metrics in enumerate(epochs):
         if epoch not in logged:
             log_metrics(run_id, metrics, step=epoch)
+    return logged | set(range(len(epochs)))
 
 
 def start_parent(uri: str | None, experiment: str, *, name: str, tags: dict[str, str]) -> str:
