@@ -118,6 +118,8 @@ def _print(rows: list[dict], labels: list[str]) -> None:
         table.add_row(labels[i], f"{row['rank/logme']:.4f}", f"{row['rank/knn']:.4f}",
                       f"{row['rank/linear_probe']:.4f}", f"{row['time/features_s']:.1f}",
                       f"{spent:.1f}")
-    Console().print(table)
+    console = Console()
+    # logs and pipes get a width that fits the labels, not the 80 columns rich assumes
+    (console if console.is_terminal else Console(width=160)).print(table)
     print("each candidate is an MLflow run tagged kind=rank; set the scores beside fine-tuned "
           "results with `xferlab report --rank`", file=sys.stderr)
