@@ -7,6 +7,8 @@ changed source config means a new build and an unchanged one is never built twic
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +43,15 @@ def source_overrides(cfg: DictConfig) -> list[str]:
 
 def source_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, str], list[str]]:
     overrides = source_overrides(cfg)
-    src_cfg, choices = compose_with_choices(overrides)
-    return src_cfg, choices, overrides
+    src_cfg, choices = _composed(tuple(overrides))
+    return copy.deepcopy(src_cfg), dict(choices), overrides
+
+
+@functools.lru_cache(maxsize=64)
+def _composed(overrides: tuple[str, ...]) -> tuple[DictConfig, dict[str, str]]:
+    """Composed once per process: the launcher's check, the build and each run's lookup all ask
+    (a Hydra composition costs about 0.2 s)."""
+    return compose_with_choices(list(overrides))
 
 
 def cache_file(src_cfg: DictConfig) -> Path:

@@ -155,10 +155,10 @@ def train(cfg: DictConfig, launch: common.Launch,
                 report(epoch, metrics)
 
         tagged = state is not None  # a resumed run was found through its checkpoint tag
+        yaml = OmegaConf.to_yaml(cfg, resolve=True)
 
         def save(fit_state: dict) -> None:
             nonlocal tagged
-            yaml = OmegaConf.to_yaml(cfg, resolve=True)
             if not tagged:  # once, and before the file: a kill in between must not hide it
                 client.set_tag(run_id, checkpoint.PATH_TAG, str(ckpt))
                 tagged = True
