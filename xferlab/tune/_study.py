@@ -48,12 +48,18 @@ def open_storage(location: str) -> BaseStorage:
                            f"installed ({_reason(err)}): "
                            f"{_DRIVERS.get(scheme, 'install the driver its URL names')}")]) from None
     except OperationalError as err:  # the database said no, or nothing answered
+        if location.startswith("sqlite"):  # a file, not a server: the generic message below
+            raise _unopenable(location, err) from None
         raise SearchError([(f"tune.storage={shown(location)!r} cannot be reached ({_reason(err)}): "
                            "check that the database server runs and accepts connections from this "
                            "machine, and the URL's host, port, user, password and database")]) from None
     except (SQLAlchemyError, OSError, ValueError) as err:
-        raise SearchError([(f"tune.storage={shown(location)!r} cannot be opened ({_reason(err)}): "
-                           "give a writable journal file path or a reachable database URL")]) from None
+        raise _unopenable(location, err) from None
+
+
+def _unopenable(location: str, err: Exception) -> SearchError:
+    return SearchError([(f"tune.storage={shown(location)!r} cannot be opened ({_reason(err)}): "
+                         "give a writable journal file path or a reachable database URL")])
 
 
 # What to install for a storage URL's database driver (SQLAlchemy's default for the scheme).
