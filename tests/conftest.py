@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# A shell that starts the tests in the background (`make test &`) makes them ignore SIGINT, and
+# the processes the tests interrupt would inherit that (exec keeps ignored signals ignored):
+# catching it here gives every child the default back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 # Small and fast: timm's tiny test ResNet on digits, one short epoch.
 FAST = ["backbone=resnet_tiny", "trainer.epochs=1", "trainer.batch_size=32",
         "trainer.progress=false"]
@@ -44,3 +50,11 @@ def xferlab(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedPr
 
 def store_uri(folder: Path) -> str:
     return f"sqlite:///{folder / 'outputs' / 'mlflow.db'}"
+
+
+def start_train(folder: Path, *args: str) -> subprocess.Popen:
+    """`xferlab train` in the background, to be interrupted or killed by the test."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["OMP_NUM_THREADS"] = "1"  # see one_thread
+    return subprocess.Popen([sys.executable, "-m", "xferlab.cli", "train", *args], cwd=folder,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST, store_uri
+from tests.conftest import FAST, start_train, store_uri
 
 
 def _start(folder, *overrides: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.Popen([sys.executable, "-m", "xferlab.cli", "train", *FAST, *overrides],
-                            cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return start_train(folder, *FAST, *overrides)
 
 
 def _runs(folder):

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST, store_uri, xferlab
+from tests.conftest import FAST, start_train, store_uri, xferlab
 
 # four epochs long enough (~1 s each) that a kill right after the first checkpoint lands in
 # epoch 2; `full` so that model, optimizer, BatchNorm statistics and RNG all matter
 RUN = [*FAST, "trainer.epochs=4", "trainer.steps_per_epoch=80", "data.fraction=0.5", "seed=4"]
-
-
-def _start(folder, *overrides: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.Popen([sys.executable, "-m", "xferlab.cli", "train", *overrides],
-                            cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
 
 
 def _after_first_checkpoint(folder, proc: subprocess.Popen, sig: int) -> None:
@@ -54,7 +44,7 @@ def test_sigkill_in_epoch_2_then_resume_ends_as_an_uninterrupted_run(tmp_path):
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     killed.mkdir()
     whole.mkdir()
-    _after_first_checkpoint(killed, _start(killed, *RUN), signal.SIGKILL)
+    _after_first_checkpoint(killed, start_train(killed, *RUN), signal.SIGKILL)
     client, run = _only_run(killed)
     assert run.info.status == "RUNNING" and _steps(client, run) in ([], [0])
 
@@ -81,7 +71,7 @@ def test_sigkill_in_epoch_2_then_resume_ends_as_an_uninterrupted_run(tmp_path):
 
 
 def test_ctrl_c_ends_killed_and_trainer_resume_continues_the_same_run(tmp_path):
-    first = _start(tmp_path, *RUN, "trainer.resume=true")
+    first = start_train(tmp_path, *RUN, "trainer.resume=true")
     _after_first_checkpoint(tmp_path, first, signal.SIGINT)
     client, run = _only_run(tmp_path)
     assert run.info.status == "KILLED"
