@@ -17,9 +17,10 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,29 +162,24 @@ class MlflowServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _served(start: Callable[[], Any], what: str) -> Iterator[Any]:
+    """A started server for a session fixture, stopped after; the tests skip if it cannot start."""
+    try:
+        server = start()
+    except ServerError as err:
+        pytest.skip(f"{what} cannot start here: {err}")
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
     """A PostgreSQL server for the session (tests that need it are marked `postgres`)."""
-    server = None
-    try:
-        server = Postgres().start()
-    except ServerError as err:
-        reason = f"PostgreSQL cannot start here: {err}"
-    if server is None:
-        pytest.skip(reason)
-    yield server
-    server.stop()
+    yield from _served(lambda: Postgres().start(), "PostgreSQL")
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(postgres: Postgres) -> Iterator[MlflowServer]:
     """An MLflow tracking server on its own database of `postgres`."""
-    server = None
-    try:
-        server = MlflowServer(postgres.create_database("mlflow")).start()
-    except ServerError as err:
-        reason = f"the MLflow tracking server cannot start here: {err}"
-    if server is None:
-        pytest.skip(reason)
-    yield server
-    server.stop()
+    yield from _served(lambda: MlflowServer(postgres.create_database("mlflow")).start(),
+                       "the MLflow tracking server")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -18,7 +19,7 @@ from rich.table import Table
 
 from xferlab import backbones, checkpoint, config, data, heads, tracking
 from xferlab.freezing import add_lora, layer_groups
-from xferlab.recipes import compose
+from xferlab.recipes import compose, sources
 
 # Errors that are the user's to fix: one line, exit code 2, no traceback, no MLflow run.
 USER_ERRORS = (config.ConfigError, data.DataError, backbones.WeightsError,
@@ -68,6 +69,34 @@ def device_and_precision(trainer: DictConfig) -> tuple[torch.device, bool]:
     device = torch.device("cuda" if use_cuda else "cpu")
     bf16 = use_cuda and trainer.precision in ("auto", "bf16")
     return device, bf16
+
+
+def runtime(cfg: DictConfig) -> tuple[torch.device, bool]:
+    """Seed, device, bf16 or not, and torch's thread count: what every recipe sets first."""
+    torch.manual_seed(cfg.seed)
+    device, bf16 = device_and_precision(cfg.trainer)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    return device, bf16
+
+
+def training_subset(d: DictConfig, ds: data.Datasets) -> tuple[np.ndarray, data.Split]:
+    """The (nested, stratified) training subset: its indices into the pool, and the split."""
+    subset = data.subset_indices(ds.train.labels, fraction=d.fraction, shots=d.shots,
+                                 subset_seed=d.subset_seed)
+    return subset, ds.train.take(subset)
+
+
+def placed_model(cfg: DictConfig, ds: data.Datasets, device: torch.device) -> tuple[
+        heads.TransferModel, backbones.LoadReport, sources.Source | None, bool]:
+    """The model from its pretrained source (a source xferlab built, else
+    `backbone.pretrained`) on the device, channels_last on CUDA; the source; channels_last."""
+    source = sources.lookup(cfg)
+    model, report = build_model(cfg, ds, f"file:{source.path}" if source
+                                else cfg.backbone.pretrained)
+    channels_last = device.type == "cuda"
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    return model, report, source, channels_last
 
 
 def load_data(d: DictConfig) -> data.Datasets:

@@ -13,13 +13,12 @@ import sys
 import time
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
 from xferlab import backbones, config, data, engine, features, scores, tracking
-from xferlab.recipes import common, compose, pretrain, sources
+from xferlab.recipes import common, compose, pretrain
 
 USAGE = """usage: xferlab rank <overrides with comma-separated candidates>
 
@@ -53,21 +52,12 @@ def main(args: list[str]) -> int:
 
 def rank(cfg: DictConfig, launch: common.Launch) -> dict[str, float | str]:
     """Score one candidate and log it; returns its label's overrides and scores."""
-    torch.manual_seed(cfg.seed)
-    device, bf16 = common.device_and_precision(cfg.trainer)
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
+    device, bf16 = common.runtime(cfg)
     experiment_id = tracking.setup(cfg.tracking.uri, cfg.tracking.experiment)
     ds = common.load_data(cfg.data)
-    subset = data.subset_indices(ds.train.labels, fraction=cfg.data.fraction,
-                                 shots=cfg.data.shots, subset_seed=cfg.data.subset_seed)
-    train_split = ds.train.take(subset)
-    source = sources.lookup(cfg)
-    model, load_report = common.build_model(cfg, ds, f"file:{source.path}" if source
-                                            else cfg.backbone.pretrained)
-    # as `train` runs it (channels_last on CUDA), so both share cached features
-    channels_last = device.type == "cuda"
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    subset, train_split = common.training_subset(cfg.data, ds)
+    # placed as `train` places it, so both share cached features
+    model, load_report, source, channels_last = common.placed_model(cfg, ds, device)
     mean, std = backbones.normalization(model.backbone, ds.in_chans)
     loop = engine.Loop(mean=mean, std=std, device=device, bf16=bf16, channels_last=channels_last,
                        eval_batch_size=cfg.trainer.eval_batch_size, progress=False)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import hydra
 import mlflow
-import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -31,7 +30,7 @@ from xferlab import (
     optim,
     tracking,
 )
-from xferlab.recipes import common, sources
+from xferlab.recipes import common
 from xferlab.recipes.compose import CONF_DIR
 from xferlab.tracking import artifacts
 
@@ -55,17 +54,12 @@ def train(cfg: DictConfig, launch: common.Launch,
     problems = common.preflight(cfg)
     if problems:
         raise config.ConfigError(problems)
-    torch.manual_seed(cfg.seed)
-    device, bf16 = common.device_and_precision(cfg.trainer)
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
+    device, bf16 = common.runtime(cfg)
 
     # ---- data, before the store (a bad dataset then leaves no store behind): the full pool,
     # then the (nested, stratified) training subset
     ds = common.load_data(cfg.data)
-    subset = data.subset_indices(ds.train.labels, fraction=cfg.data.fraction,
-                                 shots=cfg.data.shots, subset_seed=cfg.data.subset_seed)
-    train_split = ds.train.take(subset)
+    subset, train_split = common.training_subset(cfg.data, ds)
 
     # ---- the store (`mlflow:` weights are read through it), and what to resume
     experiment_id = tracking.setup(cfg.tracking.uri, cfg.tracking.experiment)
@@ -89,11 +83,7 @@ def train(cfg: DictConfig, launch: common.Launch,
               file=sys.stderr)
 
     # ---- model: backbone from its pretrained source, head, layer groups, optimizer
-    source = sources.lookup(cfg)  # source:<set> -> the cached file xferlab built, else None
-    pretrained = f"file:{source.path}" if source else cfg.backbone.pretrained
-    model, load_report = common.build_model(cfg, ds, pretrained)
-    channels_last = device.type == "cuda"
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    model, load_report, source, channels_last = common.placed_model(cfg, ds, device)
     if cfg.trainer.compile:
         model.compile()  # in place: parameter names (checkpoints, layer groups) stay as they are
     groups = freezing.layer_groups(model)
