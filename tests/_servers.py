@@ -62,6 +62,12 @@ class Postgres:
             nobody = pwd.getpwnam("nobody")
             os.chown(self.root, nobody.pw_uid, nobody.pw_gid)
             self._as = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+            # a checkout under a root-only folder (mktemp -d) hides the binaries from `nobody`:
+            # copy them out, with the libraries their rpath finds at ../../../<package>.libs
+            package = self.bin.parents[1]
+            for folder in (package, package.with_name(package.name + ".libs")):
+                shutil.copytree(folder, self.root / "site" / folder.name, symlinks=True)
+            self.bin = self.root / "site" / package.name / "pginstall" / "bin"
 
     def _run(self, tool: str, *args: str, timeout: int = 60) -> None:
         cmd = [str(self.bin / tool), *args]
