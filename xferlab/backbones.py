@@ -64,9 +64,11 @@ def check_model_name(name: str) -> str | None:
 
 
 def create_backbone(
-    name: str, *, pretrained: str, in_chans: int, image_size: int, drop_path_rate: float = 0.0
+    name: str, *, pretrained: str, in_chans: int, image_size: int, drop_path_rate: float = 0.0,
+    tracking_uri: str | None = None,
 ) -> tuple[nn.Module, LoadReport]:
-    """A timm model whose forward returns pooled features of size `.num_features`, and its report."""
+    """A timm model whose forward returns pooled features of size `.num_features`, and its report.
+    `mlflow:` weights are read from the store at `tracking_uri` (None: MLflow's current one)."""
     if problem := check_model_name(name):
         raise BackboneError(problem)
     kind, _, value = pretrained.partition(":")
@@ -77,7 +79,8 @@ def create_backbone(
     if kind == "file" and value:
         return _from_file(name, Path(value), pretrained, in_chans, image_size, drop_path_rate)
     if kind == "mlflow" and value:
-        return _from_mlflow(name, value, pretrained, in_chans, image_size, drop_path_rate)
+        return _from_mlflow(name, value, pretrained, in_chans, image_size, drop_path_rate,
+                            tracking_uri)
     raise WeightsError(f"backbone.pretrained={pretrained!r} is not a weights source here: use "
                        "none, timm, timm:<tag>, file:<path> or mlflow:<uri>")
 
@@ -225,7 +228,8 @@ def _from_file(
 
 
 def _from_mlflow(
-    name: str, uri: str, value: str, in_chans: int, image_size: int, drop_path_rate: float
+    name: str, uri: str, value: str, in_chans: int, image_size: int, drop_path_rate: float,
+    tracking_uri: str | None,
 ) -> tuple[nn.Module, LoadReport]:
     import mlflow  # heavy: only when an MLflow source is asked for
     from mlflow.exceptions import MlflowException
@@ -233,7 +237,9 @@ def _from_mlflow(
     where = f"backbone.pretrained={value!r}"
     with tempfile.TemporaryDirectory(prefix="xferlab-weights-") as tmp:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+            local = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri,
+                registry_uri=tracking_uri))  # models:/ URIs: the registry is in the same store
         except (MlflowException, OSError) as e:
             raise WeightsError(f"{where} could not be downloaded ({_first_line(e)}): check the "
                                "run id and artifact path in the MLflow UI (xferlab ui)") from e

@@ -9,14 +9,16 @@ no state. Files are written atomically and read with `weights_only=True` (no pic
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
 
 from xferlab.files import atomic
 from xferlab.tracking import HOST_TAG, PID_TAG, alive
+
+if TYPE_CHECKING:  # MLflow itself is imported by whoever makes the client
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 CHECKPOINT_DIR = Path("outputs/checkpoints")
 PATH_TAG = "checkpoint.path"  # where a run's checkpoint is, for `--resume <run id>`

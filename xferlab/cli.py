@@ -144,9 +144,9 @@ def launch(recipe: str, args: list[str]) -> int:
         pretrain.ensure(configs)  # once, here, before any job or parallel worker starts
     except common.USER_ERRORS as err:
         common.exit_user_error(err)
-    commands.warn_stale(configs[0].tracking.uri, configs[0].tracking.experiment)
-    if not multirun:
+    if not multirun:  # the run warns of stale runs itself, once it has imported MLflow
         return _run_hydra(hydra_main, args)
+    commands.warn_stale(configs[0].tracking.uri, configs[0].tracking.experiment)
     return _multirun(hydra_main, args, overrides, configs)
 
 

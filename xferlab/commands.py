@@ -264,11 +264,4 @@ def warn_stale(uri: str | None, experiment: str) -> None:
     if not tracking.store_exists(uri):
         return  # a store that does not exist yet holds nothing stale (and is not created here)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    stale = tracking.stale_runs(client, [found.experiment_id]) if found else []
-    if stale:
-        ids = ", ".join(r.info.run_id for r in stale[:3]) + (", …" if len(stale) > 3 else "")
-        print(f"xferlab: warning: {len(stale)} run(s) in experiment {experiment!r} are RUNNING "
-              f"but their process is gone ({ids}): they are not results; `xferlab runs --stale` "
-              "lists them, `xferlab train --resume <run id>` continues one", file=sys.stderr)
+    tracking.warn_stale(MlflowClient(uri), experiment)

@@ -118,7 +118,8 @@ def build_model(cfg: DictConfig, ds: data.Datasets, pretrained: str) -> tuple[
     pretrained = "none" if cfg.freeze.strategy == "scratch" else pretrained
     backbone, report = backbones.create_backbone(
         cfg.backbone.name, pretrained=pretrained, in_chans=ds.in_chans,
-        image_size=ds.image_size, drop_path_rate=cfg.backbone.drop_path_rate)
+        image_size=ds.image_size, drop_path_rate=cfg.backbone.drop_path_rate,
+        tracking_uri=tracking.resolve_uri(cfg.tracking.uri))
     if cfg.freeze.strategy == "lora":
         backbone = add_lora(backbone, rank=cfg.freeze.rank, alpha=cfg.freeze.alpha,
                             targets=list(cfg.freeze.targets) if cfg.freeze.targets else None)

@@ -10,7 +10,6 @@ import json
 import sys
 
 import hydra
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
@@ -22,6 +21,8 @@ from xferlab.recipes.compose import CONF_DIR
 
 def build(src_cfg: DictConfig, launch: common.Launch) -> sources.Source:
     """Train on the source set, keep the backbone (head dropped) and record where it came from."""
+    from mlflow.tracking import MlflowClient
+
     path = sources.cache_file(src_cfg)
     Console(stderr=True).print(f"[bold]Building source[/] {path.name}: {launch.run_name(src_cfg)} "
                                f"({src_cfg.trainer.max_steps} steps, once; cached after)")

@@ -53,7 +53,6 @@ def main(args: list[str]) -> int:
 def rank(cfg: DictConfig, launch: common.Launch) -> dict[str, float | str]:
     """Score one candidate and log it; returns its label's overrides and scores."""
     device, bf16 = common.runtime(cfg)
-    experiment_id = tracking.setup(cfg.tracking.uri, cfg.tracking.experiment)
     ds = common.load_data(cfg.data)
     subset, train_split = common.training_subset(cfg.data, ds)
     # placed as `train` places it, so both share cached features
@@ -81,13 +80,13 @@ def rank(cfg: DictConfig, launch: common.Launch) -> dict[str, float | str]:
     if source:
         tags.update({"source.run_id": source.run_id, "source.weights_digest": source.digest})
     name = f"rank·{cfg.backbone.name}·{cfg.backbone.pretrained}"
-    with tracking.run(experiment_id, name=name, tags=tags) as run:
-        tracking.log_params(OmegaConf.to_container(cfg, resolve=True), extra={
+    with tracking.run(cfg.tracking.uri, cfg.tracking.experiment, name=name, tags=tags) as run:
+        tracking.log_params(run.run_id, OmegaConf.to_container(cfg, resolve=True), extra={
             "data.train_size": len(train_split), "data.subset_digest": data.indices_digest(subset),
             "backbone.weights_digest": load_report.digest or "none"})
-        tracking.log_metrics(run.info.run_id, {**values, **timings,
+        tracking.log_metrics(run.run_id, {**values, **timings,
                                                "features/dim": feats.shape[1]}, step=0)
-    return {"overrides": " ".join(launch.overrides), "run_id": run.info.run_id, **values,
+    return {"overrides": " ".join(launch.overrides), "run_id": run.run_id, **values,
             **timings}
 
 

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
-import mlflow
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from xferlab import (
@@ -61,26 +59,12 @@ def train(cfg: DictConfig, launch: common.Launch,
     ds = common.load_data(cfg.data)
     subset, train_split = common.training_subset(cfg.data, ds)
 
-    # ---- the store (`mlflow:` weights are read through it), and what to resume
-    experiment_id = tracking.setup(cfg.tracking.uri, cfg.tracking.experiment)
-    # the run named by --resume, or the newest unfinished run of this config
-    digest, client = config.digest(cfg), MlflowClient()
-    if resume_run_id is None and cfg.trainer.resume:
-        resume_run_id = checkpoint.resumable(client, experiment_id, digest)
-        done = None if resume_run_id else checkpoint.finished(client, experiment_id, digest)
-        if done is not None:  # e.g. a job of a sweep that is being resumed
-            print(f"xferlab: trainer.resume=true: this config already FINISHED as run "
-                  f"{done.info.run_id}: nothing to do", file=sys.stderr)
-            return Result(done.info.run_id, done.data.metrics["best/val_acc"],
-                          done.data.metrics["test/acc"], model=None)
-        if resume_run_id is None:
-            print("xferlab: trainer.resume=true, but no unfinished run of this config has a "
-                  "checkpoint here: starting a new run", file=sys.stderr)
-    state = None
-    if resume_run_id is not None:
-        state = checkpoint.load(checkpoint.for_run(client, resume_run_id))
-        print(f"xferlab: resuming run {resume_run_id} after epoch {len(state['epochs'])}",
-              file=sys.stderr)
+    # ---- what to resume: the run named by --resume, or the newest unfinished run of this config
+    digest, state = config.digest(cfg), None
+    if resume_run_id is not None or cfg.trainer.resume:
+        resume_run_id, state, done = _resume_point(cfg, digest, resume_run_id)
+        if done is not None:
+            return done
 
     # ---- model: backbone from its pretrained source, head, layer groups, optimizer
     model, load_report, source, channels_last = common.placed_model(cfg, ds, device)
@@ -116,31 +100,33 @@ def train(cfg: DictConfig, launch: common.Launch,
             and loop.augment is None and features.deterministic(model.backbone)):
         cache = features.FeatureCache(model.backbone, loop)
 
-    # ---- track and train
-    tags = launch.tags(load_report)
+    # ---- track and train. The run opens on a thread while the first epoch trains (importing
+    # MLflow and opening its store is a run's largest fixed cost); params and the training
+    # subset are logged there as soon as it exists, and `run.run_id` waits for it
+    tags = {**launch.tags(load_report), checkpoint.DIGEST_TAG: digest}
     if source:  # link the result to the run that built its source
         tags.update({"source.run_id": source.run_id, "source.weights_digest": source.digest})
-    with tracking.run(experiment_id, name=launch.run_name(cfg), tags={} if state else tags,
-                      parent_run_id=launch.parent_run_id, run_id=resume_run_id) as run:
-        run_id = run.info.run_id
-        ckpt = checkpoint.path_for(run_id)
-        if state is None:
-            mlflow.set_tag(checkpoint.DIGEST_TAG, digest)
-            tracking.log_params(OmegaConf.to_container(cfg, resolve=True), extra={
-                "data.train_size": len(train_split),
-                "data.subset_digest": data.indices_digest(subset),
-                "backbone.weights_digest": load_report.digest or "none",
-                "source.run_id": source.run_id if source else "none",
-            })
-            artifacts.log_subset(cfg.data.name, ds.identity, train_split.labels,
-                                 data.indices_digest(subset), ds.num_classes)
+
+    def log_start(run_id: str) -> None:
+        tracking.log_params(run_id, OmegaConf.to_container(cfg, resolve=True), extra={
+            "data.train_size": len(train_split),
+            "data.subset_digest": data.indices_digest(subset),
+            "backbone.weights_digest": load_report.digest or "none",
+            "source.run_id": source.run_id if source else "none",
+        })
+        artifacts.log_subset(run_id, cfg.data.name, ds.identity, train_split.labels,
+                             data.indices_digest(subset), ds.num_classes)
+
+    with tracking.run(cfg.tracking.uri, cfg.tracking.experiment, name=launch.run_name(cfg),
+                      tags={} if state else tags, parent_run_id=launch.parent_run_id,
+                      run_id=resume_run_id, on_open=None if state else log_start) as run:
         # epochs the store has: on resume, those checkpointed just before a crash are logged
         # now, and those after the checkpoint (checkpoint_every > 1) are not logged twice
-        logged = tracking.log_missing_epochs(run_id, state["epochs"]) if state else set()
+        logged = tracking.log_missing_epochs(run.run_id, state["epochs"]) if state else set()
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             if epoch not in logged:
-                tracking.log_metrics(run_id, metrics, step=epoch)
+                tracking.log_metrics(run.run_id, metrics, step=epoch)
             if report is not None:
                 report(epoch, metrics)
 
@@ -149,10 +135,11 @@ def train(cfg: DictConfig, launch: common.Launch,
 
         def save(fit_state: dict) -> None:
             nonlocal tagged
+            ckpt = checkpoint.path_for(run.run_id)
             if not tagged:  # once, and before the file: a kill in between must not hide it
-                client.set_tag(run_id, checkpoint.PATH_TAG, str(ckpt))
+                tracking.set_tags(run.run_id, {checkpoint.PATH_TAG: str(ckpt)})
                 tagged = True
-            checkpoint.save(ckpt, {**fit_state, "config": yaml, "run_id": run_id})
+            checkpoint.save(ckpt, {**fit_state, "config": yaml, "run_id": run.run_id})
 
         try:
             history = engine.fit(
@@ -165,7 +152,7 @@ def train(cfg: DictConfig, launch: common.Launch,
                 resume=state,
             )
         except tracking.StopRun:  # e.g. a pruned trial: it ends FINISHED, nothing to resume
-            ckpt.unlink(missing_ok=True)
+            checkpoint.path_for(run.run_id).unlink(missing_ok=True)
             raise
 
         # ---- test with the best-validation weights (through the cache if they never moved)
@@ -175,8 +162,9 @@ def train(cfg: DictConfig, launch: common.Launch,
         test_inputs = cache(ds.test.images) if frozen else ds.test.images
         test_loss, test_acc, pred = engine.evaluate(model.head if frozen else model, test_inputs,
                                                     ds.test.labels, loop, features=frozen)
+        run_id = run.run_id
         if cache is not None:
-            mlflow.set_tag("feature_cache", f"{cache.hits} hits, {cache.misses} misses")
+            tracking.set_tags(run_id, {"feature_cache": f"{cache.hits} hits, {cache.misses} misses"})
         tracking.log_metrics(run_id, {
             "test/acc": test_acc, "test/loss": test_loss,
             "best/val_acc": history.best_val_acc, "best/epoch": history.best_epoch,
@@ -187,12 +175,37 @@ def train(cfg: DictConfig, launch: common.Launch,
             backbones.save_backbone(model.backbone, Path(tmp) / "backbone.safetensors")
             backbones.save_backbone(model.head, Path(tmp) / "head.safetensors")
             artifacts.log_run_artifacts(
-                Path(tmp), cfg=OmegaConf.to_yaml(cfg, resolve=True), overrides=launch.overrides,
+                run_id, Path(tmp), cfg=OmegaConf.to_yaml(cfg, resolve=True), overrides=launch.overrides,
                 history=history.epochs, labels=ds.test.labels, pred=pred, classes=ds.classes,
             )
-    ckpt.unlink(missing_ok=True)  # FINISHED: its weights are in the run's artifacts
+    checkpoint.path_for(run_id).unlink(missing_ok=True)  # FINISHED: the weights are artifacts
     common.print_summary(launch.run_name(cfg), cfg, run_id, test_acc, history)
     return Result(run_id, history.best_val_acc, test_acc, model)
+
+
+def _resume_point(cfg: DictConfig, digest: str, run_id: str | None) -> tuple[
+        str | None, dict | None, Result | None]:
+    """The run to go on with (`run_id`, else the newest unfinished run of this config) and its
+    checkpoint; or, for trainer.resume=true, the Result of this config if it already FINISHED."""
+    from mlflow.tracking import MlflowClient
+
+    experiment_id = tracking.setup(cfg.tracking.uri, cfg.tracking.experiment)
+    client = MlflowClient()
+    if run_id is None:
+        run_id = checkpoint.resumable(client, experiment_id, digest)
+        done = None if run_id else checkpoint.finished(client, experiment_id, digest)
+        if done is not None:  # e.g. a job of a sweep that is being resumed
+            print(f"xferlab: trainer.resume=true: this config already FINISHED as run "
+                  f"{done.info.run_id}: nothing to do", file=sys.stderr)
+            return None, None, Result(done.info.run_id, done.data.metrics["best/val_acc"],
+                                      done.data.metrics["test/acc"], model=None)
+        if run_id is None:
+            print("xferlab: trainer.resume=true, but no unfinished run of this config has a "
+                  "checkpoint here: starting a new run", file=sys.stderr)
+            return None, None, None
+    state = checkpoint.load(checkpoint.for_run(client, run_id))
+    print(f"xferlab: resuming run {run_id} after epoch {len(state['epochs'])}", file=sys.stderr)
+    return run_id, state, None
 
 
 def resume(run_id: str, uri: str | None) -> Result:
@@ -201,6 +214,8 @@ def resume(run_id: str, uri: str | None) -> Result:
     if not tracking.store_exists(uri):
         raise checkpoint.CheckpointError(f"--resume {run_id}: there is no MLflow store at {uri}: "
                                          "run from the project folder, or give tracking.uri=")
+    from mlflow.tracking import MlflowClient
+
     path = checkpoint.for_run(MlflowClient(uri), run_id)
     cfg = OmegaConf.create(checkpoint.load(path)["config"])
     cfg.tracking.uri = uri  # the store the run was found in, whatever its config said

@@ -1,4 +1,8 @@
-"""MLflow conventions (DESIGN.md §6): store, experiment, run names, params, tags, status."""
+"""MLflow conventions (DESIGN.md §6): store, experiment, run names, params, tags, status.
+
+MLflow is imported where it is used, not here: importing it and opening its store is a run's
+largest fixed cost (~2 s on a laptop core), and `run` pays it on a thread while training starts.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +12,22 @@ import platform
 import signal
 import socket
 import subprocess
+import sys
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow
 from filelock import FileLock
-from mlflow.entities import Metric, Run, RunStatus
-from mlflow.tracking import MlflowClient
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 PARENT_ENV = "XFERLAB_PARENT_RUN_ID"  # set by the CLI for the jobs of a multirun
 HOST_TAG, PID_TAG = "xferlab.host", "xferlab.pid"  # which process owns a RUNNING run
@@ -42,6 +49,9 @@ def store_exists(uri: str) -> bool:
 
 def setup(uri: str | None, experiment: str) -> str:
     """Point MLflow at the store and return the experiment id, creating both if needed."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
     uri = resolve_uri(uri)
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter
     local = uri.startswith("sqlite:///")
@@ -134,41 +144,123 @@ def stale_runs(client: MlflowClient, experiment_ids: list[str]) -> list[Run]:
     return [r for r in running if not alive(r)]
 
 
+def warn_stale(client: MlflowClient, experiment: str) -> None:
+    """One warning line when the experiment holds runs whose process died while RUNNING."""
+    found = client.get_experiment_by_name(experiment)
+    stale = stale_runs(client, [found.experiment_id]) if found else []
+    if stale:
+        ids = ", ".join(r.info.run_id for r in stale[:3]) + (", …" if len(stale) > 3 else "")
+        print(f"xferlab: warning: {len(stale)} run(s) in experiment {experiment!r} are RUNNING "
+              f"but their process is gone ({ids}): they are not results; `xferlab runs --stale` "
+              "lists them, `xferlab train --resume <run id>` continues one", file=sys.stderr)
+
+
+class OpenRun:
+    """A run being opened on a thread; `run_id` waits until it is open (or raises why not)."""
+
+    def __init__(self, opening: Future[str]):
+        self._opening = opening
+
+    @property
+    def run_id(self) -> str:
+        return self._opening.result()
+
+
 @contextmanager
-def run(experiment_id: str, *, name: str, tags: dict[str, str],
-        parent_run_id: str | None = None, run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+def run(uri: str | None, experiment: str, *, name: str, tags: dict[str, str],
+        parent_run_id: str | None = None, run_id: str | None = None,
+        on_open: Callable[[str], None] | None = None) -> Iterator[OpenRun]:
     """A run that always ends honestly: FINISHED, FAILED (traceback artifact) or KILLED.
-    With `run_id`, the existing run continues (a resumed run)."""
+
+    It opens on a thread while the body goes on, so importing MLflow and opening the store
+    overlap the first epoch instead of delaying the first step; `on_open(run_id)` logs there
+    what the run starts with (params, inputs). With `run_id`, that run continues (resume)."""
     signal.signal(signal.SIGTERM, _interrupt)  # pre-emption and `kill` end the run KILLED too
-    active = mlflow.start_run(experiment_id=experiment_id, run_name=name,
-                              tags={**tags, **versions(), **owner()},
-                              parent_run_id=parent_run_id,
-                              run_id=run_id)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="xferlab-tracking")
+    opened = OpenRun(pool.submit(_open, uri, experiment, name, tags, parent_run_id, run_id,
+                                 on_open))
+    pool.shutdown(wait=False)
     try:
-        yield active
+        yield opened
     except StopRun as stop:
-        mlflow.set_tags(stop.tags)
-        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+        set_tags(opened.run_id, stop.tags)
+        _end(opened.run_id, "FINISHED")
         raise
     except KeyboardInterrupt:
-        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        _end(opened.run_id, "KILLED")
         raise
     except BaseException:
-        mlflow.log_text(traceback.format_exc(), "error/traceback.txt")
-        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        _fail(opened.run_id)
         raise
     else:
-        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+        _end(opened.run_id, "FINISHED")
+
+
+_warned: set[str] = set()  # experiments checked for stale runs by this process
+
+
+def _open(uri: str | None, experiment: str, name: str, tags: dict[str, str],
+          parent_run_id: str | None, run_id: str | None,
+          on_open: Callable[[str], None] | None) -> str:
+    from mlflow.tracking.context import registry
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    experiment_id = setup(uri, experiment)
+    # once per process; for a sweep's jobs (children) the sweep's launcher warns
+    if run_id is None and parent_run_id is None and experiment not in _warned:
+        _warned.add(experiment)
+        warn_stale(_client(), experiment)
+    tags = {**tags, **versions(), **owner()}
+    if run_id is None:
+        if parent_run_id is not None:
+            tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+        # resolve_tags adds MLflow's own (user, source, git), as mlflow.start_run does
+        run_id = _client().create_run(experiment_id, run_name=name,
+                                      tags=registry.resolve_tags(tags)).info.run_id
+    else:  # resumed: RUNNING again, owned by this process
+        _client().update_run(run_id, status="RUNNING")
+        set_tags(run_id, tags)
+    if on_open is not None:
+        try:
+            on_open(run_id)
+        except BaseException:
+            _fail(run_id)
+            raise
+    return run_id
+
+
+def _end(run_id: str, status: str) -> None:
+    _client().set_terminated(run_id, status)
+
+
+def _fail(run_id: str) -> None:
+    """End the run FAILED with the exception being handled as its traceback artifact."""
+    _client().log_text(run_id, traceback.format_exc(), "error/traceback.txt")
+    _end(run_id, "FAILED")
+
+
+def _client() -> MlflowClient:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
 
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    _client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
 def log_metrics(run_id: str, metrics: Mapping[str, float], step: int) -> None:
     """One batched call per epoch instead of one request per metric."""
+    from mlflow.entities import Metric
+
     now = int(time.time() * 1000)
-    MlflowClient().log_batch(
+    _client().log_batch(
         run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()]
     )
 
@@ -176,7 +268,7 @@ def log_metrics(run_id: str, metrics: Mapping[str, float], step: int) -> None:
 def log_missing_epochs(run_id: str, epochs: list[Mapping[str, float]]) -> set[int]:
     """Log the epochs (step = index) that the run's `val/acc` history lacks; return the steps
     the run holds now."""
-    logged = {m.step for m in MlflowClient().get_metric_history(run_id, "val/acc")}
+    logged = {m.step for m in _client().get_metric_history(run_id, "val/acc")}
     for epoch, metrics in enumerate(epochs):
         if epoch not in logged:
             log_metrics(run_id, metrics, step=epoch)
@@ -186,15 +278,18 @@ def log_missing_epochs(run_id: str, epochs: list[Mapping[str, float]]) -> set[in
 def start_parent(uri: str | None, experiment: str, *, name: str, tags: dict[str, str]) -> str:
     """Open the parent run of a sweep; the jobs find it through PARENT_ENV."""
     experiment_id = setup(uri, experiment)
-    parent = MlflowClient().create_run(experiment_id, run_name=name, tags={**tags, **owner()})
+    parent = _client().create_run(experiment_id, run_name=name, tags={**tags, **owner()})
     os.environ[PARENT_ENV] = parent.info.run_id
     return parent.info.run_id
 
 
 def end_parent(run_id: str, status: str) -> None:
-    MlflowClient().set_terminated(run_id, status)
+    _end(run_id, status)
 
 
-def log_params(resolved: Mapping[str, Any], extra: Mapping[str, Any]) -> None:
+def log_params(run_id: str, resolved: Mapping[str, Any], extra: Mapping[str, Any]) -> None:
     """The flattened resolved config (dotted keys) plus run facts that are not config."""
-    mlflow.log_params({**flatten(resolved), **extra})
+    from mlflow.entities import Param
+
+    params = {**flatten(resolved), **extra}
+    _client().log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])

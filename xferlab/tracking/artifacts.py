@@ -1,7 +1,7 @@
 """What every run logs besides metrics: its training subset, checkpoint, plots and per-class CSV.
 
 Kept apart from `xferlab.tracking` so that `xferlab report` and `xferlab ui` start without torch
-and matplotlib.
+and matplotlib. Each call names its run: the run is opened on another thread (`tracking.run`).
 """
 
 from __future__ import annotations
@@ -10,37 +10,45 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import mlflow
 import torch
-from mlflow.data.code_dataset_source import CodeDatasetSource
-from mlflow.data.meta_dataset import MetaDataset
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def log_subset(name: str, identity: str, labels: torch.Tensor, digest: str,
+def log_subset(run_id: str, name: str, identity: str, labels: torch.Tensor, digest: str,
                num_classes: int) -> None:
     """The exact training subset as a dataset input whose digest is that of its indices."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.tracking import MlflowClient
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
     counts = torch.bincount(labels, minlength=num_classes).tolist()
     source = CodeDatasetSource({"dataset": name, "identity": identity})
     dataset = MetaDataset(source, name=f"{name}-train", digest=digest)
-    mlflow.log_input(dataset, context="train",
-                     tags={"class_counts": json.dumps(counts), "size": str(len(labels))})
+    tags = {MLFLOW_DATASET_CONTEXT: "train", "class_counts": json.dumps(counts),
+            "size": str(len(labels))}
+    MlflowClient().log_inputs(run_id, [DatasetInput(Dataset(**dataset.to_dict()), tags=[
+        InputTag(k, v) for k, v in tags.items()])])
 
 
-def log_run_artifacts(checkpoint: Path, *, cfg: str, overrides: list[str],
+def log_run_artifacts(run_id: str, checkpoint: Path, *, cfg: str, overrides: list[str],
                       history: list[dict[str, float]], labels: torch.Tensor, pred: torch.Tensor,
                       classes: list[str]) -> None:
     """Resolved config, overrides, checkpoint folder, learning curves, confusion, per-class CSV."""
-    mlflow.log_text(cfg, "config.yaml")
-    mlflow.log_text("".join(f"- {o}\n" for o in overrides) or "[]\n", "overrides.yaml")
-    mlflow.log_artifacts(str(checkpoint), "checkpoint")
-    mlflow.log_figure(learning_curves_figure(history), "plots/learning_curves.png")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    client.log_text(run_id, cfg, "config.yaml")
+    client.log_text(run_id, "".join(f"- {o}\n" for o in overrides) or "[]\n", "overrides.yaml")
+    client.log_artifacts(run_id, str(checkpoint), "checkpoint")
+    client.log_figure(run_id, learning_curves_figure(history), "plots/learning_curves.png")
     confusion = torch.zeros(len(classes), len(classes), dtype=torch.long)
     confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
-    mlflow.log_figure(confusion_figure(confusion, classes), "plots/confusion_matrix.png")
-    mlflow.log_text(_per_class_csv(confusion, classes), "per_class_metrics.csv")
+    client.log_figure(run_id, confusion_figure(confusion, classes), "plots/confusion_matrix.png")
+    client.log_text(run_id, _per_class_csv(confusion, classes), "per_class_metrics.csv")
 
 
 def _per_class_csv(confusion: torch.Tensor, classes: list[str]) -> str:
