@@ -77,6 +77,13 @@ class DataConfig:
     val_root: str | None = None
     test_root: str | None = None
     download: bool = False  # torchvision
+    # memory: decode every image up front into one uint8 tensor; workers: read image_folder and
+    # torchvision sets without an image array (e.g. Food101) on demand, in `data.workers`
+    # DataLoader processes (sets that are arrays already, digits, glyphs, CIFAR, MNIST, stay in
+    # memory: streaming them is meaningless); auto: workers when the decoded set, all splits,
+    # would exceed 2 GiB (STREAM_ABOVE_BYTES in xferlab/data/_stream.py), else memory
+    loader: str = "auto"
+    workers: int = 4  # DataLoader worker processes when streaming (persistent across epochs)
 
 
 @dataclass
@@ -153,6 +160,7 @@ CHOICES = {
     ),
     "data.kind": ("digits", "glyphs", "image_folder", "torchvision"),
     "data.augment": ("none", "light", "randaugment"),
+    "data.loader": ("auto", "memory", "workers"),
     "optim.name": ("adamw", "sgd"),
     "sched.name": ("cosine", "constant"),
     "trainer.device": ("auto", "cpu", "cuda"),
@@ -202,6 +210,9 @@ def validate(cfg: Any) -> list[str]:
     check("data.test_fraction", 0 < d.test_fraction < 1, "use 0 < data.test_fraction < 1")
     check("data.image_size", d.image_size >= 8, "use data.image_size >= 8")
     check("data.in_chans", d.in_chans in (1, 3), "use data.in_chans=1 or 3")
+    if d.loader != "memory":
+        check("data.workers", d.workers >= 1, "use data.workers >= 1 DataLoader processes, or "
+              "data.loader=memory")
     if d.num_classes is not None:
         check("data.num_classes", d.num_classes >= 2, "a classification task needs >= 2 classes")
     check("trainer.epochs", t.epochs >= 1, "use trainer.epochs >= 1")
@@ -243,9 +254,9 @@ def validate(cfg: Any) -> list[str]:
 
 
 # Keys that change where, how fast or how visibly a run trains, not what it ends with.
-NOT_IN_RESULT = ("tracking", "trainer.progress", "trainer.threads", "trainer.device",
-                 "trainer.feature_cache", "trainer.checkpoint_every", "trainer.resume",
-                 "trainer.compile")
+NOT_IN_RESULT = ("tracking", "data.loader", "data.workers", "trainer.progress", "trainer.threads",
+                 "trainer.device", "trainer.feature_cache", "trainer.checkpoint_every",
+                 "trainer.resume", "trainer.compile")
 
 
 def digest(cfg: DictConfig) -> str:

@@ -1,17 +1,26 @@
-"""The fit / evaluate loop over in-memory uint8 tensors, with per-epoch freezing plans."""
+"""The fit / evaluate loop over uint8 images, with per-epoch freezing plans.
+
+Images are an in-memory (N, C, H, W) uint8 tensor, sliced per batch, or images read on demand
+(`xferlab.data.LazyImages`: a `reader`, whose item i is one (C, H, W) uint8 array, and the
+`indices` of the split's items in it), read per batch by DataLoader workers.
+"""
 
 from __future__ import annotations
 
 import math
+import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from xferlab.freezing import LayerGroup, Plan, apply_plan, train_mode
 from xferlab.optim import lr_factor, set_lr
@@ -32,11 +41,56 @@ class Loop:
     penalty: Callable[[], torch.Tensor] | None = None  # e.g. L2-SP, added to the loss
     progress: bool = True
     channels_last: bool = False  # NHWC inputs: faster convolutions on CUDA tensor cores
+    workers: int = 0  # DataLoader processes for images read on demand; 0 = in memory (or inline)
 
     def __post_init__(self) -> None:
         # built once: per batch they would be a host-to-device copy each on CUDA
         self._mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
         self._std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
+        self._loaders: dict[int, tuple[Any, DataLoader, _Batches]] = {}  # by id of the reader
+
+    def eval_slices(self, n: int) -> list[slice]:
+        """Consecutive eval-sized batches of n items."""
+        return [slice(start, start + self.eval_batch_size)
+                for start in range(0, n, self.eval_batch_size)]
+
+    def batches(self, images: Any, index_batches: Sequence[torch.Tensor | slice]
+                ) -> Iterator[torch.Tensor]:
+        """`images[idx]` for each idx in `index_batches` (index tensors or slices), in order.
+
+        A tensor is indexed here: no DataLoader, no copy for a slice. Images read on demand come
+        from a DataLoader over their reader whose batch sampler yields exactly these batches,
+        so the order, and with it every metric, is that of the in-memory path.
+        """
+        if isinstance(images, torch.Tensor):
+            return (images[idx] for idx in index_batches)
+        return self._read(images, index_batches)
+
+    def _read(self, images: Any, index_batches: Sequence[torch.Tensor | slice]
+              ) -> Iterator[torch.Tensor]:
+        loader, sampler = self._loader(images.reader)
+        sampler.batches = [images.indices[idx if isinstance(idx, slice) else idx.numpy()].tolist()
+                           for idx in index_batches]
+        for batch in loader:
+            if isinstance(batch, Exception):  # a worker's error, e.g. a DataError naming a file
+                raise batch
+            yield batch
+
+    def _loader(self, reader: Any) -> tuple[DataLoader, _Batches]:
+        """The reader's DataLoader, built on first use: one per reader (train, val and test cut
+        from one pool share it), whose workers persist across epochs and splits."""
+        if id(reader) not in self._loaders:  # the entry holds the reader: its id stays unique
+            sampler = _Batches()
+            loader = DataLoader(
+                _Reads(reader), batch_sampler=sampler, collate_fn=_as_is,
+                num_workers=self.workers, persistent_workers=self.workers > 0,
+                prefetch_factor=2 if self.workers else None,  # batches queued per worker
+                pin_memory=self.device.type == "cuda",  # page-locked: copies overlap compute
+                # its own generator: creating an iterator draws a seed, which must not move
+                # torch's global RNG (dropout, resume)
+                generator=torch.Generator())
+            self._loaders[id(reader)] = (reader, loader, sampler)
+        return self._loaders[id(reader)][1:]
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) -> normalised float on the device."""
@@ -52,6 +106,53 @@ class Loop:
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else nullcontext()
 
 
+class _Batches:
+    """A batch sampler whose batches are set before each pass: one DataLoader, and its
+    persistent workers, then serve every epoch in the order fit draws."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _Reads(Dataset):
+    """A reader's batches as (B, C, H, W) uint8, stacked in the worker (DataLoader fetches a
+    whole batch through `__getitems__`).
+
+    An error is handed back as the batch, to be raised in the main process as it is: DataLoader
+    would re-raise it as a new exception holding the worker's traceback in its message (or as a
+    RuntimeError), and a DataError would no longer be one line.
+    """
+
+    def __init__(self, reader: Any):
+        self.reader = reader
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor | Exception:
+        try:
+            # NCHW-contiguous like the in-memory tensor (a stack of HWC images transposed to
+            # CHW is NHWC in memory): convolutions pick kernels by layout, and layouts round
+            # differently
+            return torch.from_numpy(np.stack([self.reader[i] for i in indices])).contiguous()
+        except Exception as error:  # noqa: BLE001 - raised by the main process instead
+            try:
+                pickle.dumps(error)  # it crosses a process boundary
+            except Exception:  # noqa: BLE001 - not picklable: DataLoader's own re-raise
+                raise error from None
+            return error
+
+
+def _as_is(batch: Any) -> Any:
+    return batch
+
+
 @dataclass
 class History:
     best_val_acc: float = -1.0
@@ -61,15 +162,16 @@ class History:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+def evaluate(model: nn.Module, inputs: Any, labels: torch.Tensor,
              loop: Loop, features: bool = False) -> tuple[float, float, torch.Tensor]:
-    """Mean loss, accuracy and the predictions (N,) over one split: `model` on images, or, with
-    `features`, the head alone on the split's cached features."""
+    """Mean loss, accuracy and the predictions (N,) over one split: `model` on images (a tensor
+    or images read on demand), or, with `features`, the head alone on the split's cached
+    features."""
     model.eval()
     total_loss, preds = 0.0, []
-    for start in range(0, len(labels), loop.eval_batch_size):
-        x = loop.inputs(inputs[start:start + loop.eval_batch_size], features)
-        y = labels[start:start + loop.eval_batch_size].to(loop.device)
+    slices = loop.eval_slices(len(labels))
+    for batch, part in zip(loop.batches(inputs, slices), slices):
+        x, y = loop.inputs(batch, features), labels[part].to(loop.device)
         with loop.autocast():
             logits = model(x).float()
         total_loss += F.cross_entropy(logits, y, reduction="sum").item()
@@ -79,14 +181,15 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
 
 
 def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int], Plan],
-        optimizer: torch.optim.Optimizer, train: tuple[torch.Tensor, torch.Tensor],
-        val: tuple[torch.Tensor, torch.Tensor], loop: Loop, epochs: int, max_steps: int | None,
+        optimizer: torch.optim.Optimizer, train: tuple[Any, torch.Tensor],
+        val: tuple[Any, torch.Tensor], loop: Loop, epochs: int, max_steps: int | None,
         steps_per_epoch: int | None, base_lr: float, schedule: Callable[[int, int], float],
         seed: int, on_epoch: Callable[[int, dict[str, float]], None],
         features: Callable[[torch.Tensor], torch.Tensor] | None = None,
         checkpoint: Callable[[dict], None] | None = None, checkpoint_every: int = 0,
         resume: dict | None = None) -> History:
     """Train for `epochs` (or exactly `max_steps` steps), keeping the best-validation weights.
+    `train` and `val` are (images, labels): images in memory, or read on demand (`Loop.batches`).
 
     An epoch is one pass over the data, or `steps_per_epoch` steps through reshuffled passes:
     with a step budget, runs on 1% and 100% of the data then validate equally often.
@@ -143,9 +246,9 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
             passes = math.ceil(n_steps * batch / len(labels))
             order = torch.cat([torch.randperm(len(labels), generator=generator)
                                for _ in range(passes)])
-            for i in range(n_steps):
-                idx = order[i * batch:(i + 1) * batch]
-                x = inputs[idx]
+            index_batches = [order[i * batch:(i + 1) * batch] for i in range(n_steps)]
+            for i, (x, idx) in enumerate(zip(loop.batches(inputs, index_batches),
+                                             index_batches)):
                 if loop.augment is not None:
                     x = loop.augment(x, generator)
                 x, y = loop.inputs(x, on_features), labels[idx].to(loop.device)

@@ -8,8 +8,9 @@ training a head on a (N, F) tensor.
 
 An entry is keyed by what decides the features: the backbone's weights (a digest of its state
 dict, so a source, a checkpoint or random init all key correctly), the images (a digest of the
-exact uint8 tensor: dataset, split, subset and resize), the normalisation, the device kind and
-precision, and the torch version. Entries are written atomically: a crash leaves a temporary
+exact uint8 tensor: dataset, split, subset and resize; for images read on demand, the digest of
+their files or items, indices and format), the normalisation, the device kind and precision, and
+the torch version. Entries are written atomically: a crash leaves a temporary
 file, never a valid-looking entry; an unreadable entry counts as a miss and is rewritten.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -75,17 +77,20 @@ class FeatureCache:
         self.hits = self.misses = 0
         self._memory: dict[str, torch.Tensor] = {}
 
-    def key(self, images: torch.Tensor) -> str:
+    def key(self, images: Any) -> str:
+        content = (tensor_digest({"x": images}) if isinstance(images, torch.Tensor)
+                   else images.digest)  # LazyImages: not decoded to be keyed
         parts = {"weights": self.weights, "architecture": self.architecture,
-                 "images": tensor_digest({"x": images}), "mean": self.loop.mean,
+                 "images": content, "mean": self.loop.mean,
                  "std": self.loop.std, "device": self.loop.device.type, "bf16": self.loop.bf16,
                  "channels_last": self.loop.channels_last, "torch": torch.__version__,
                  "timm": timm.__version__}
         return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(),
                                digest_size=16).hexdigest()
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """The (N, F) float32 features of uint8 `images`, on the loop's device."""
+    def __call__(self, images: Any) -> torch.Tensor:
+        """The (N, F) float32 features of uint8 `images` (a tensor, or `data.LazyImages`), on
+        the loop's device."""
         key = self.key(images)
         if key in self._memory:
             return self._memory[key]
@@ -112,13 +117,14 @@ class FeatureCache:
 
 
 @torch.inference_mode()
-def extract(backbone: nn.Module, images: torch.Tensor, loop: Loop) -> torch.Tensor:
-    """Pooled features of uint8 images, the backbone in eval mode, in eval-sized batches."""
+def extract(backbone: nn.Module, images: Any, loop: Loop) -> torch.Tensor:
+    """Pooled features of uint8 images (in memory or read on demand), the backbone in eval mode,
+    in eval-sized batches."""
     was_training = backbone.training
     backbone.eval()
     out = []
-    for start in range(0, len(images), loop.eval_batch_size):
+    for batch in loop.batches(images, loop.eval_slices(len(images))):
         with loop.autocast():
-            out.append(backbone(loop.prepare(images[start:start + loop.eval_batch_size])).float())
+            out.append(backbone(loop.prepare(batch)).float())
     backbone.train(was_training)
     return torch.cat(out)

@@ -1,12 +1,15 @@
 """Datasets, stratified nested subsets and batch augmentation for xferlab.
 
-`load_dataset` returns every kind as in-memory uint8 tensors, the same way:
-the full training pool, a validation and a test split, the class names and an identity digest.
+`load_dataset` returns every kind the same way: the full training pool, a validation and a test
+split, the class names and an identity digest. Images are uint8 tensors in memory, or, for large
+image folders and torchvision sets without an image array (`loader`), `LazyImages` read on demand.
 """
 
 from __future__ import annotations
 
 import pathlib
+
+import torch
 
 from xferlab.data._augment import augment
 from xferlab.data._core import (
@@ -21,19 +24,27 @@ from xferlab.data._core import (
 from xferlab.data._digits import load_digits
 from xferlab.data._folders import load_image_folder, load_torchvision
 from xferlab.data._glyphs import load_glyphs
+from xferlab.data._stream import LOADERS, LazyImages
 from xferlab.data._subsets import indices_digest, subset_indices
 
-__all__ = ["DataError", "Datasets", "Split", "augment", "indices_digest", "load_dataset",
-           "subset_indices"]
+__all__ = ["LOADERS", "DataError", "Datasets", "LazyImages", "Split", "augment",
+           "indices_digest", "load_dataset", "subset_indices"]
 KINDS = ["digits", "glyphs", "image_folder", "torchvision"]
 
 
 def load_dataset(kind: str, *, name: str, image_size: int, in_chans: int, seed: int,
                  val_fraction: float, test_fraction: float, size: int, charset: str,
                  root: str | None, val_root: str | None, test_root: str | None,
-                 download: bool, cache_dir: pathlib.Path) -> Datasets:
+                 download: bool, cache_dir: pathlib.Path, loader: str = "auto") -> Datasets:
     """The train pool, val and test splits of one dataset; splits not given by the source are
-    cut stratified from its training data, test first (fixed for a seed), then val."""
+    cut stratified from its training data, test first (fixed for a seed), then val.
+
+    `loader`: memory decodes every image now; workers leaves image folders and torchvision sets
+    without an image array undecoded (`LazyImages`); auto does so above
+    `_stream.STREAM_ABOVE_BYTES` decoded."""
+    if loader not in LOADERS:
+        raise DataError(f"data.loader={loader!r} is not one of {', '.join(LOADERS)}"
+                        f"{close_match(loader, LOADERS)}")
     val = test = None
     params: dict = {}  # what, besides the settings every kind shares, decides the content
     if kind == "digits":
@@ -48,17 +59,21 @@ def load_dataset(kind: str, *, name: str, image_size: int, in_chans: int, seed: 
                             "<folder of class sub-folders>")
         pool, val, test, classes, fingerprint = load_image_folder(
             root=root, val_root=val_root, test_root=test_root, in_chans=in_chans,
-            image_size=image_size)
+            image_size=image_size, loader=loader)
         params = {"files": fingerprint}
     elif kind == "torchvision":
         pool, test, classes, fingerprint = load_torchvision(
-            name=name, root=root, download=download, in_chans=in_chans, image_size=image_size)
+            name=name, root=root, download=download, in_chans=in_chans, image_size=image_size,
+            loader=loader)
         params = {"sizes": fingerprint}
     else:
         raise DataError(f"data.kind={kind!r} is not one of {', '.join(KINDS)}"
                         f"{close_match(kind, KINDS)}")
     # digits (8x8) and glyphs (1 channel) arrive at their native format; the others are done
-    pool = Split(to_images(pool.images, in_chans=in_chans, image_size=image_size), pool.labels)
+    # (images read on demand are converted as they are read)
+    if isinstance(pool.images, torch.Tensor):
+        pool = Split(to_images(pool.images, in_chans=in_chans, image_size=image_size),
+                     pool.labels)
     train, val, test = make_splits(pool, seed=seed, val_fraction=val_fraction,
                                    test_fraction=test_fraction, val=val, test=test)
     identity = digest({"kind": kind, "name": name, "image_size": image_size,

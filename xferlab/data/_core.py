@@ -7,11 +7,14 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from xferlab.data._stream import LazyImages
 
 
 class DataError(ValueError):
@@ -33,9 +36,10 @@ def digest(obj: Any) -> str:
 
 @dataclass
 class Split:
-    """Images (N, C, H, W) uint8 and labels (N,) int64, in memory."""
+    """Images (N, C, H, W) uint8, in memory or read on demand (`LazyImages`), and labels (N,)
+    int64, in memory."""
 
-    images: torch.Tensor
+    images: torch.Tensor | LazyImages
     labels: torch.Tensor
 
     def __len__(self) -> int:
@@ -44,7 +48,9 @@ class Split:
     def take(self, indices: Any) -> Split:
         """The images at `indices` (any integer sequence or array)."""
         index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        return Split(self.images[index], self.labels[index])
+        if isinstance(self.images, torch.Tensor):
+            return Split(self.images[index], self.labels[index])
+        return Split(self.images.take(index.numpy()), self.labels[index])
 
 
 @dataclass
@@ -62,6 +68,11 @@ class Datasets:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether images are read on demand (DataLoader workers) rather than held in memory."""
+        return not isinstance(self.train.images, torch.Tensor)
 
 
 def class_ranks(labels: Any, seed: int | Sequence[int]) -> np.ndarray:

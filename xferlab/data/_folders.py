@@ -6,22 +6,27 @@ import inspect
 import os
 import pathlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from xferlab.data._core import DataError, Split, close_match, digest, to_images
+from xferlab.data._stream import LazyImages, streams
 
 EXTENSIONS = {ext for ext, kind in Image.registered_extensions().items() if kind in Image.OPEN}
 ROOT_KEYS = ("data.root", "data.val_root", "data.test_root")
 
 
 def load_image_folder(*, root: str, val_root: str | None, test_root: str | None, in_chans: int,
-                      image_size: int) -> tuple[Split, Split | None, Split | None, list[str], str]:
+                      image_size: int, loader: str = "memory") -> tuple[
+                          Split, Split | None, Split | None, list[str], str]:
     """(pool, val, test, classes, fingerprint); val and test are None unless their root is set.
 
-    Images are converted to L or RGB and resized to image_size x image_size (aspect not kept).
+    Images are converted to L or RGB and resized to image_size x image_size (aspect not kept):
+    all at once here, or, when `loader` streams (see `streams`), each time a batch is read.
     """
     roots = {key: folder for key, folder in zip(ROOT_KEYS, (root, val_root, test_root))
              if folder is not None}
@@ -33,11 +38,27 @@ def load_image_folder(*, root: str, val_root: str | None, test_root: str | None,
             raise DataError(f"{key}={roots[key]!r} has other class folders than data.root="
                             f"{root!r} (missing {missing}, extra {extra}): use the same class "
                             "folder names in every root")
-    splits = {key: read_tree(tree, classes, in_chans, image_size) for key, tree in trees.items()}
-    # what the identity digest sees: each file's place in its tree and its size
-    files = {key: [(str(path.relative_to(pathlib.Path(roots[key]).expanduser())),
-                    path.stat().st_size) for name in classes for path in tree[name]]
-             for key, tree in trees.items()}
+    n_images = sum(len(paths) for tree in trees.values() for paths in tree.values())
+    lazy = streams(loader, n_images, in_chans, image_size)
+    splits, files = {}, {}
+    for key, tree in trees.items():
+        paths = [path for name in classes for path in tree[name]]
+        labels = torch.tensor([label for label, name in enumerate(classes) for _ in tree[name]],
+                              dtype=torch.int64)
+        stats = [path.stat() for path in paths]
+        # what the identity digest sees: each file's place in its tree and its size
+        base = pathlib.Path(roots[key]).expanduser()
+        files[key] = [(str(path.relative_to(base)), stat.st_size)
+                      for path, stat in zip(paths, stats)]
+        if lazy:
+            # the feature cache's key sees modification times too: a file rewritten at the
+            # same size gets new features
+            fingerprint = digest([[*file, stat.st_mtime_ns]
+                                  for file, stat in zip(files[key], stats)])
+            images = LazyImages.of(FileReader(tuple(paths), in_chans, image_size), fingerprint)
+        else:
+            images = read_files(paths, in_chans, image_size)
+        splits[key] = Split(images, labels)
     return (splits["data.root"], splits.get("data.val_root"), splits.get("data.test_root"),
             classes, digest(files))
 
@@ -63,15 +84,27 @@ def scan(key: str, folder: str) -> dict[str, list[pathlib.Path]]:
     return tree
 
 
-def read_tree(tree: dict[str, list[pathlib.Path]], classes: list[str], in_chans: int,
-              image_size: int) -> Split:
-    """Every image of a scanned tree, labelled by its class's index in `classes`."""
-    files = [path for name in classes for path in tree[name]]
-    labels = [label for label, name in enumerate(classes) for _ in tree[name]]
+def read_files(paths: list[pathlib.Path], in_chans: int, image_size: int) -> torch.Tensor:
+    """(N, C, S, S) uint8: every file decoded, now."""
     # decoding releases the GIL, so threads overlap reading and resizing
     with ThreadPoolExecutor(min(8, 2 * (os.cpu_count() or 1))) as pool:
-        arrays = list(pool.map(lambda path: read_image(path, in_chans, image_size), files))
-    return Split(torch.from_numpy(np.stack(arrays)), torch.tensor(labels, dtype=torch.int64))
+        arrays = list(pool.map(lambda path: read_image(path, in_chans, image_size), paths))
+    return torch.from_numpy(np.stack(arrays))
+
+
+@dataclass(frozen=True)
+class FileReader:
+    """Image files read on demand: item i is a (C, S, S) uint8 array (`read_image`)."""
+
+    paths: tuple[pathlib.Path, ...]
+    in_chans: int
+    image_size: int
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return read_image(self.paths[i], self.in_chans, self.image_size)
 
 
 def read_image(path: pathlib.Path, in_chans: int, image_size: int) -> np.ndarray:
@@ -101,8 +134,13 @@ def torchvision_names() -> list[str]:
 
 
 def load_torchvision(*, name: str, root: str | None, download: bool, in_chans: int,
-                     image_size: int) -> tuple[Split, Split, list[str], str]:
-    """(train pool, test, classes, fingerprint) of torchvision.datasets.<name>."""
+                     image_size: int, loader: str = "memory") -> tuple[
+                         Split, Split, list[str], str]:
+    """(train pool, test, classes, fingerprint) of torchvision.datasets.<name>.
+
+    Sets that hold their images as one array (MNIST family, CIFAR) are converted in memory;
+    the others (e.g. Food101) are decoded item by item now, or read on demand when `loader`
+    streams them (see `streams`)."""
     from torchvision import datasets
 
     names = torchvision_names()
@@ -140,23 +178,76 @@ def load_torchvision(*, name: str, root: str | None, download: bool, in_chans: i
                             "data.root at a folder that holds it") from None
 
     train, test = create(train=True), create(train=False)
-    pool, test_split = (to_split(dataset, in_chans, image_size) for dataset in (train, test))
+    arrays = image_array(train) is not None and image_array(test) is not None
+    if not arrays and streams(loader, len(train) + len(test), in_chans, image_size):
+        pool, test_split = (lazy_split(dataset, name, part, in_chans, image_size)
+                            for dataset, part in ((train, "train"), (test, "test")))
+    else:
+        pool, test_split = (to_split(dataset, in_chans, image_size) for dataset in (train, test))
     classes = getattr(train, "classes", None) or [
         str(label) for label in range(int(pool.labels.max()) + 1)]
     return pool, test_split, list(classes), digest([len(pool), len(test_split)])
 
 
-def to_split(dataset: object, in_chans: int, image_size: int) -> Split:
-    """All images of a torchvision dataset as a uint8 Split."""
+def image_array(dataset: object) -> np.ndarray | None:
+    """The images as one uint8 array (MNIST family: N,H,W; CIFAR: N,H,W,3), if the set has it."""
     data, targets = getattr(dataset, "data", None), getattr(dataset, "targets", None)
     array = np.asarray(data) if isinstance(data, (np.ndarray, torch.Tensor)) else None
     if array is not None and targets is not None and array.dtype == np.uint8 and (
             array.ndim == 3 or (array.ndim == 4 and array.shape[-1] == 3)):
-        # fast path for the in-memory sets (MNIST family: N,H,W; CIFAR: N,H,W,3)
+        return array
+    return None
+
+
+def to_split(dataset: object, in_chans: int, image_size: int) -> Split:
+    """All images of a torchvision dataset as a uint8 Split."""
+    array = image_array(dataset)
+    if array is not None:  # the fast path for the in-memory sets
         images = torch.from_numpy(array[:, None] if array.ndim == 3
                                   else array.transpose(0, 3, 1, 2))
-        labels = torch.as_tensor(np.asarray(targets), dtype=torch.int64)
+        labels = torch.as_tensor(np.asarray(dataset.targets), dtype=torch.int64)
         return Split(to_images(images, in_chans=in_chans, image_size=image_size), labels)
     items = [dataset[i] for i in range(len(dataset))]  # (PIL image, class index) pairs
     images = np.stack([pil_to_array(image, in_chans, image_size) for image, _ in items])
     return Split(torch.from_numpy(images), torch.tensor([int(t) for _, t in items]))
+
+
+def lazy_split(dataset: object, name: str, part: str, in_chans: int, image_size: int) -> Split:
+    """A torchvision dataset's images read on demand, its labels now."""
+    labels = None
+    for attribute in ("targets", "_labels", "samples", "_samples"):  # lists torchvision keeps
+        found = getattr(dataset, attribute, None)
+        if isinstance(found, (list, tuple, np.ndarray, torch.Tensor)) and len(found) == len(
+                dataset):
+            labels = [item[1] if isinstance(item, tuple) else item for item in found]
+            break
+    if labels is None:  # a set with no label list: read each item once for its label
+        labels = [dataset[i][1] for i in range(len(dataset))]
+    fingerprint = digest({"dataset": type(dataset).__name__, "split": part,
+                          "size": len(dataset)})
+    reader = ItemReader(dataset, name, in_chans, image_size)
+    return Split(LazyImages.of(reader, fingerprint),
+                 torch.tensor([int(label) for label in labels], dtype=torch.int64))
+
+
+@dataclass(frozen=True)
+class ItemReader:
+    """A torchvision dataset's (PIL image, label) items read on demand: item i is a (C, S, S)
+    uint8 array (`pil_to_array`)."""
+
+    dataset: Any
+    name: str
+    in_chans: int
+    image_size: int
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        try:
+            image, _ = self.dataset[i]
+            return pil_to_array(image, self.in_chans, self.image_size)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            reason = str(error).replace("\n", " ")
+            raise DataError(f"cannot read item {i} of data.name={self.name!r} ({reason}): "
+                            "check its files under data.root, or download it again") from None

@@ -100,11 +100,13 @@ def placed_model(cfg: DictConfig, ds: data.Datasets, device: torch.device) -> tu
 
 
 def load_data(d: DictConfig) -> data.Datasets:
+    """The dataset; `ds.streamed` when its images are read on demand (`data.loader`), in
+    `data.workers` DataLoader processes: pass `workers=` to the engine's Loop."""
     ds = data.load_dataset(
         d.kind, name=d.name, image_size=d.image_size, in_chans=d.in_chans, seed=d.seed,
         val_fraction=d.val_fraction, test_fraction=d.test_fraction, size=d.size,
         charset=d.charset, root=d.root, val_root=d.val_root, test_root=d.test_root,
-        download=d.download, cache_dir=Path("outputs/cache"),
+        download=d.download, cache_dir=Path("outputs/cache"), loader=d.loader,
     )
     if d.num_classes is not None and d.num_classes != ds.num_classes:
         raise data.DataError(f"data.num_classes={d.num_classes} but {d.name} holds "

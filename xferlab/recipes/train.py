@@ -91,7 +91,8 @@ def train(cfg: DictConfig, launch: common.Launch,
                        eval_batch_size=cfg.trainer.eval_batch_size,
                        label_smoothing=cfg.optim.label_smoothing,
                        augment=common.augmenter(cfg.data.augment), penalty=penalty,
-                       progress=cfg.trainer.progress, channels_last=channels_last)
+                       progress=cfg.trainer.progress, channels_last=channels_last,
+                       workers=cfg.data.workers if ds.streamed else 0)
     schedule = engine.lr_schedule(cfg.sched.name, cfg.sched.warmup_frac, cfg.sched.min_lr_ratio)
     # frozen phases come first (linear_probe, lp_ft, gradual); the cache is keyed by the
     # backbone as it is now, before any of it trains
