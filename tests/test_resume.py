@@ -6,7 +6,9 @@ import signal
 import subprocess
 import time
 
+import torch
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from tests.conftest import FAST, start_train, store_uri, xferlab
 
@@ -54,6 +56,13 @@ def test_sigkill_in_epoch_2_then_resume_ends_as_an_uninterrupted_run(tmp_path):
     report = xferlab("report", "--experiment", "xferlab", "--rows", "freeze", cwd=killed)
     assert report.returncode == 2 and "no FINISHED runs" in report.stderr
     assert "RUNNING but their process is gone" in report.stderr
+
+    # as if written by an xferlab from before data.loader existed: new keys get their defaults
+    [path] = (killed / "outputs" / "checkpoints").glob("*.pt")
+    state = torch.load(path, weights_only=True)
+    saved = OmegaConf.create(state["config"])
+    del saved.data["loader"], saved.data["workers"]
+    torch.save({**state, "config": OmegaConf.to_yaml(saved)}, path)
 
     resumed = xferlab("train", "--resume", run.info.run_id, cwd=killed)
     assert resumed.returncode == 0, resumed.stderr

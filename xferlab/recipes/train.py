@@ -218,7 +218,9 @@ def resume(run_id: str, uri: str | None) -> Result:
     from mlflow.tracking import MlflowClient
 
     path = checkpoint.for_run(MlflowClient(uri), run_id)
-    cfg = OmegaConf.create(checkpoint.load(path)["config"])
+    # over the schema: a key added since the checkpoint was written gets its default
+    cfg = OmegaConf.merge(OmegaConf.structured(config.Config),
+                          OmegaConf.create(checkpoint.load(path)["config"]))
     cfg.tracking.uri = uri  # the store the run was found in, whatever its config said
     return train(cfg, common.Launch(), resume_run_id=run_id)
 
