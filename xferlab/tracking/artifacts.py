@@ -80,8 +80,8 @@ def learning_curves_figure(history: list[dict[str, float]]) -> Figure:
 
 
 def confusion_figure(matrix: torch.Tensor, classes: list[str]) -> Figure:
-    plt = _pyplot()
     """Row-normalised (true class) confusion matrix with counts in the cells."""
+    plt = _pyplot()
     n = len(classes)
     size = min(12, 2 + 0.45 * n)
     fig, ax = plt.subplots(figsize=(size, size), constrained_layout=True)
