@@ -5,6 +5,7 @@ Real PNG folders in tmp_path, real MLflow stores; workers are real processes.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -103,16 +104,18 @@ def _pids(batches) -> set[int]:
             for image in batch}
 
 
-def test_workers_persist_across_epochs_and_splits_of_one_reader():
+def test_workers_start_once_and_persist_across_epochs_and_splits_of_one_reader():
     images = LazyImages.of(PidReader(), "pids")
     train, val = images.take(range(48)), images.take(range(48, 64))
     loop = _loop(workers=2)
+    before = {p.pid for p in multiprocessing.active_children()}
+    loop.start(train, val)  # forked now, before any batch (train does so before other threads)
+    started = {p.pid for p in multiprocessing.active_children()} - before
     pids = set()
     for _ in range(3):  # epochs
         pids |= _pids(loop.batches(train, [torch.randperm(48)[:8] for _ in range(6)]))
         pids |= _pids(loop.batches(val, loop.eval_slices(16)))
-    assert len(pids) == 2 and os.getpid() not in pids
-    assert len(loop._loaders) == 1
+    assert pids == started and len(started) == 2  # one pool for both splits of the reader
 
 
 def test_streamed_batches_equal_the_in_memory_ones(tmp_path):

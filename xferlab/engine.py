@@ -73,8 +73,20 @@ class Loop:
                            for idx in index_batches]
         for batch in loader:
             if isinstance(batch, Exception):  # a worker's error, e.g. a DataError naming a file
-                raise batch
+                error, batch = batch, None
+                try:
+                    raise error
+                finally:  # else error -> its traceback -> this frame -> error: a cycle that
+                    del error  # keeps the model and the workers alive until a gc pass
             yield batch
+
+    def start(self, *splits: Any) -> None:
+        """Start the workers of the splits read on demand now. Call it before other threads
+        start (the MLflow run opens on one): a worker forked while a thread holds a lock (an
+        import's, stderr's) inherits it held, and may wait on it for ever."""
+        for images in splits:
+            if not isinstance(images, torch.Tensor) and self.workers:
+                iter(self._loader(images.reader)[0])  # persistent: the workers stay
 
     def _loader(self, reader: Any) -> tuple[DataLoader, _Batches]:
         """The reader's DataLoader, built on first use: one per reader (train, val and test cut

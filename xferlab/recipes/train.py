@@ -118,6 +118,7 @@ def train(cfg: DictConfig, launch: common.Launch,
         artifacts.log_subset(run_id, cfg.data.name, ds.identity, train_split.labels,
                              data.indices_digest(subset), ds.num_classes)
 
+    loop.start(train_split.images, ds.val.images, ds.test.images)  # before the run's thread
     with tracking.run(cfg.tracking.uri, cfg.tracking.experiment, name=launch.run_name(cfg),
                       tags={} if state else tags, parent_run_id=launch.parent_run_id,
                       run_id=resume_run_id, on_open=None if state else log_start) as run:
