@@ -80,3 +80,10 @@ def test_a_run_whose_first_records_fail_ends_failed(store):
             store, "e", name="n", tags={}, on_open=on_open) as run:
         run.run_id  # noqa: B018 - the wait is the point
     assert _only_run(store)[1].info.status == "FAILED"
+
+
+def test_the_body_s_own_error_wins_over_a_store_that_could_not_open(tmp_path):
+    (tmp_path / "file").write_text("")
+    uri = f"sqlite:///{tmp_path}/file/mlflow.db"
+    with pytest.raises(KeyboardInterrupt), tracking.run(uri, "e", name="n", tags={}):
+        raise KeyboardInterrupt  # Ctrl-C stays Ctrl-C (a search stops instead of going on)

@@ -165,6 +165,14 @@ class OpenRun:
     def run_id(self) -> str:
         return self._opening.result()
 
+    def run_id_if_open(self) -> str | None:
+        """The run id; None when opening failed (its error is raised where it was asked for,
+        or by the caller's own error, which must not be replaced by it)."""
+        try:
+            return self._opening.result()
+        except Exception:  # noqa: BLE001 - see above
+            return None
+
 
 @contextmanager
 def run(uri: str | None, experiment: str, *, name: str, tags: dict[str, str],
@@ -183,14 +191,17 @@ def run(uri: str | None, experiment: str, *, name: str, tags: dict[str, str],
     try:
         yield opened
     except StopRun as stop:
-        set_tags(opened.run_id, stop.tags)
-        _end(opened.run_id, "FINISHED")
+        if (open_id := opened.run_id_if_open()) is not None:
+            set_tags(open_id, stop.tags)
+            _end(open_id, "FINISHED")
         raise
     except KeyboardInterrupt:
-        _end(opened.run_id, "KILLED")
+        if (open_id := opened.run_id_if_open()) is not None:
+            _end(open_id, "KILLED")
         raise
     except BaseException:
-        _fail(opened.run_id)
+        if (open_id := opened.run_id_if_open()) is not None:
+            _fail(open_id)
         raise
     else:
         _end(opened.run_id, "FINISHED")
@@ -211,21 +222,23 @@ def _open(uri: str | None, experiment: str, name: str, tags: dict[str, str],
         _warned.add(experiment)
         warn_stale(_client(), experiment)
     tags = {**tags, **versions(), **owner()}
-    if run_id is None:
+    resumed = run_id is not None
+    if not resumed:
         if parent_run_id is not None:
             tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         # resolve_tags adds MLflow's own (user, source, git), as mlflow.start_run does
         run_id = _client().create_run(experiment_id, run_name=name,
                                       tags=registry.resolve_tags(tags)).info.run_id
-    else:  # resumed: RUNNING again, owned by this process
+    else:  # resumed: RUNNING again
         _client().update_run(run_id, status="RUNNING")
-        set_tags(run_id, tags)
-    if on_open is not None:
-        try:
+    try:  # the run exists: a failure from here on ends it here (the body never gets its id)
+        if resumed:
+            set_tags(run_id, tags)  # owned by this process now
+        if on_open is not None:
             on_open(run_id)
-        except BaseException:
-            _fail(run_id)
-            raise
+    except BaseException:
+        _fail(run_id)
+        raise
     return run_id
 
 
