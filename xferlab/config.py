@@ -210,9 +210,10 @@ def validate(cfg: Any) -> list[str]:
     check("data.test_fraction", 0 < d.test_fraction < 1, "use 0 < data.test_fraction < 1")
     check("data.image_size", d.image_size >= 8, "use data.image_size >= 8")
     check("data.in_chans", d.in_chans in (1, 3), "use data.in_chans=1 or 3")
-    if d.loader != "memory":
-        check("data.workers", d.workers >= 1, "use data.workers >= 1 DataLoader processes, or "
-              "data.loader=memory")
+    # auto with 0 workers reads a set it streams in the main process
+    least = 1 if d.loader == "workers" else 0
+    check("data.workers", d.workers >= least, f"use data.workers >= {least} DataLoader "
+          "processes" + (", or data.loader=memory" if least else ""))
     if d.num_classes is not None:
         check("data.num_classes", d.num_classes >= 2, "a classification task needs >= 2 classes")
     check("trainer.epochs", t.epochs >= 1, "use trainer.epochs >= 1")
