@@ -8,20 +8,19 @@ Images are an in-memory (N, C, H, W) uint8 tensor, sliced per batch, or images r
 from __future__ import annotations
 
 import math
-import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from xferlab.engine import _loaders
 from xferlab.freezing import LayerGroup, Plan, apply_plan, train_mode
 from xferlab.optim import lr_factor, set_lr
 
@@ -47,7 +46,7 @@ class Loop:
         # built once: per batch they would be a host-to-device copy each on CUDA
         self._mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
         self._std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
-        self._loaders: dict[int, tuple[Any, DataLoader, _Batches]] = {}  # by id of the reader
+        self._loaders: dict[int, tuple[Any, DataLoader, _loaders.Batches]] = {}  # by reader id
 
     def eval_slices(self, n: int) -> list[slice]:
         """Consecutive eval-sized batches of n items."""
@@ -71,14 +70,7 @@ class Loop:
         loader, sampler = self._loader(images.reader)
         sampler.batches = [images.indices[idx if isinstance(idx, slice) else idx.numpy()].tolist()
                            for idx in index_batches]
-        for batch in loader:
-            if isinstance(batch, Exception):  # a worker's error, e.g. a DataError naming a file
-                error, batch = batch, None
-                try:
-                    raise error
-                finally:  # else error -> its traceback -> this frame -> error: a cycle that
-                    del error  # keeps the model and the workers alive until a gc pass
-            yield batch
+        yield from _loaders.read(loader)  # a generator: the batches are set when it starts
 
     def start(self, *splits: Any) -> None:
         """Start the workers of the splits read on demand now. Call it before other threads
@@ -88,19 +80,12 @@ class Loop:
             if not isinstance(images, torch.Tensor) and self.workers:
                 iter(self._loader(images.reader)[0])  # persistent: the workers stay
 
-    def _loader(self, reader: Any) -> tuple[DataLoader, _Batches]:
+    def _loader(self, reader: Any) -> tuple[DataLoader, _loaders.Batches]:
         """The reader's DataLoader, built on first use: one per reader (train, val and test cut
         from one pool share it), whose workers persist across epochs and splits."""
         if id(reader) not in self._loaders:  # the entry holds the reader: its id stays unique
-            sampler = _Batches()
-            loader = DataLoader(
-                _Reads(reader), batch_sampler=sampler, collate_fn=_as_is,
-                num_workers=self.workers, persistent_workers=self.workers > 0,
-                prefetch_factor=2 if self.workers else None,  # batches queued per worker
-                pin_memory=self.device.type == "cuda",  # page-locked: copies overlap compute
-                # its own generator: creating an iterator draws a seed, which must not move
-                # torch's global RNG (dropout, resume)
-                generator=torch.Generator())
+            loader, sampler = _loaders.build(reader, self.workers,
+                                             pin_memory=self.device.type == "cuda")
             self._loaders[id(reader)] = (reader, loader, sampler)
         return self._loaders[id(reader)][1:]
 
@@ -116,53 +101,6 @@ class Loop:
 
     def autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else nullcontext()
-
-
-class _Batches:
-    """A batch sampler whose batches are set before each pass: one DataLoader, and its
-    persistent workers, then serve every epoch in the order fit draws."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[int]] = []
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
-class _Reads(Dataset):
-    """A reader's batches as (B, C, H, W) uint8, stacked in the worker (DataLoader fetches a
-    whole batch through `__getitems__`).
-
-    An error is handed back as the batch, to be raised in the main process as it is: DataLoader
-    would re-raise it as a new exception holding the worker's traceback in its message (or as a
-    RuntimeError), and a DataError would no longer be one line.
-    """
-
-    def __init__(self, reader: Any):
-        self.reader = reader
-
-    def __len__(self) -> int:
-        return len(self.reader)
-
-    def __getitems__(self, indices: list[int]) -> torch.Tensor | Exception:
-        try:
-            # NCHW-contiguous like the in-memory tensor (a stack of HWC images transposed to
-            # CHW is NHWC in memory): convolutions pick kernels by layout, and layouts round
-            # differently
-            return torch.from_numpy(np.stack([self.reader[i] for i in indices])).contiguous()
-        except Exception as error:  # noqa: BLE001 - raised by the main process instead
-            try:
-                pickle.dumps(error)  # it crosses a process boundary
-            except Exception:  # noqa: BLE001 - not picklable: DataLoader's own re-raise
-                raise error from None
-            return error
-
-
-def _as_is(batch: Any) -> Any:
-    return batch
 
 
 @dataclass
