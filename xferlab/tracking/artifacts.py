@@ -19,19 +19,24 @@ if TYPE_CHECKING:
 def log_subset(run_id: str, name: str, identity: str, labels: torch.Tensor, digest: str,
                num_classes: int) -> None:
     """The exact training subset as a dataset input whose digest is that of its indices."""
-    from mlflow.data.code_dataset_source import CodeDatasetSource
-    from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     counts = torch.bincount(labels, minlength=num_classes).tolist()
-    source = CodeDatasetSource({"dataset": name, "identity": identity})
-    dataset = MetaDataset(source, name=f"{name}-train", digest=digest)
+    # what mlflow.log_input stores for a MetaDataset over a CodeDatasetSource
+    dataset = Dataset(name=f"{name}-train", digest=digest, source_type="code",
+                      source=json.dumps({"tags": {"dataset": name, "identity": identity}}))
     tags = {MLFLOW_DATASET_CONTEXT: "train", "class_counts": json.dumps(counts),
             "size": str(len(labels))}
-    MlflowClient().log_inputs(run_id, [DatasetInput(Dataset(**dataset.to_dict()), tags=[
-        InputTag(k, v) for k, v in tags.items()])])
+    inputs = [DatasetInput(dataset, tags=[InputTag(k, v) for k, v in tags.items()])]
+    try:
+        MlflowClient().log_inputs(run_id, inputs)
+    except MlflowException:
+        # runs of one subset starting at once (seeds of a parallel grid) each insert the new
+        # dataset; the store's unique key refuses all but one. Now it exists: link to it
+        MlflowClient().log_inputs(run_id, inputs)
 
 
 def log_run_artifacts(run_id: str, checkpoint: Path, *, cfg: str, overrides: list[str],
