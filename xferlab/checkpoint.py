@@ -69,7 +69,7 @@ def for_run(client: MlflowClient, run_id: str) -> Path:
     return Path(run.data.tags[PATH_TAG])
 
 
-def resumable(client: MlflowClient, experiment_id: str, digest: str) -> str | None:
+def resumable(client: MlflowClient, experiment_id: str, digest: str) -> Run | None:
     """The newest unfinished run of this config whose checkpoint is here, and not running."""
     runs = client.search_runs(
         [experiment_id], filter_string=f"tags.`{DIGEST_TAG}` = '{digest}' and "
@@ -77,7 +77,7 @@ def resumable(client: MlflowClient, experiment_id: str, digest: str) -> str | No
     for run in runs:
         path = run.data.tags.get(PATH_TAG)
         if path and Path(path).is_file() and not alive(run):
-            return run.info.run_id
+            return run
     return None
 
 

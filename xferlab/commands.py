@@ -74,25 +74,38 @@ def report(args: list[str]) -> int:
     parser.add_argument("--uri", help="tracking URI (default: the project's store)")
     opts = parser.parse_args(args)
 
-    from xferlab import report
+    from xferlab import report, tracking
 
     fmt = opts.format or next((f for f, suffix in report.SUFFIXES.items()
                                if opts.out and opts.out.suffix == suffix), "md")
     if opts.rank:
-        return _rank_report(opts, fmt)
+        written = f"--format {fmt}" if opts.format else f"--out {opts.out} (give a .md path)"
+        unsupported = [flag for flag, given in (
+            (written, fmt != "md"), ("--plot", opts.plot), ("--log", opts.log),
+            ("--paired-vs", opts.paired_vs)) if given]
+        if unsupported:
+            return user_error(f"--rank writes Markdown only: drop {', '.join(unsupported)}")
     try:
         store = report.client(opts.uri)
-        warn_stale(opts.uri, opts.experiment)
-        table = report.make(
-            store, opts.experiment, rows=opts.rows, cols=opts.cols, metric=opts.metric,
-            seeds=opts.seeds, where=opts.where, parent=opts.parent, min_n=opts.min_n,
-            since=report.parse_since(opts.since) if opts.since else None,
-            paired_vs=opts.paired_vs, ignore=opts.ignore)
-        texts = {"md": report.markdown(table, opts.digits),
-                 "latex": report.latex(table, opts.digits), "csv": report.csv(table)}
-        figure = report.plot(table) if opts.plot else None
-        if opts.log:
-            table.sweep_parent()  # refuse before writing anything
+        tracking.warn_stale(store, opts.experiment)
+        selection = {"rows": opts.rows, "cols": opts.cols, "metric": opts.metric,
+                     "seeds": opts.seeds, "where": opts.where, "parent": opts.parent,
+                     "min_n": opts.min_n, "ignore": opts.ignore,
+                     "since": report.parse_since(opts.since) if opts.since else None}
+        figure = None
+        if opts.rank:  # scores beside fine-tuned results, and Kendall τ between them
+            from xferlab import scores
+
+            table = report.rank(store, opts.experiment, **selection, taus={
+                "Kendall τ": scores.kendall_tau, "weighted τ": scores.weighted_tau})
+            texts = {"md": report.rank_markdown(table, opts.digits)}
+        else:
+            table = report.make(store, opts.experiment, **selection, paired_vs=opts.paired_vs)
+            texts = {"md": report.markdown(table, opts.digits),
+                     "latex": report.latex(table, opts.digits), "csv": report.csv(table)}
+            figure = report.plot(table) if opts.plot else None
+            if opts.log:
+                table.sweep_parent()  # refuse before writing anything
     except report.ReportError as err:
         return user_error(str(err))
     text = texts[fmt]
@@ -108,38 +121,6 @@ def report(args: list[str]) -> int:
     if opts.log:
         parent = report.log(store, table, texts, figure)
         print(f"logged the report to run {parent} (artifacts report/)", file=sys.stderr)
-    return 0
-
-
-def _rank_report(opts, fmt: str) -> int:
-    """`xferlab report --rank`: scores beside fine-tuned results, and Kendall τ between them."""
-    from xferlab import report, scores
-
-    written = f"--format {fmt}" if opts.format else f"--out {opts.out} (give a .md path)"
-    unsupported = [flag for flag, given in ((written, fmt != "md"), ("--plot", opts.plot),
-                                            ("--log", opts.log), ("--paired-vs", opts.paired_vs))
-                   if given]
-    if unsupported:
-        return user_error(f"--rank writes Markdown only: drop {', '.join(unsupported)}")
-    try:
-        store = report.client(opts.uri)
-        warn_stale(opts.uri, opts.experiment)
-        table = report.rank(
-            store, opts.experiment, rows=opts.rows, cols=opts.cols,
-            metric=opts.metric, seeds=opts.seeds, where=opts.where, parent=opts.parent,
-            min_n=opts.min_n, since=report.parse_since(opts.since) if opts.since else None,
-            ignore=opts.ignore,
-            taus={"Kendall τ": scores.kendall_tau, "weighted τ": scores.weighted_tau})
-    except report.ReportError as err:
-        return user_error(str(err))
-    text = report.rank_markdown(table, opts.digits)
-    print(text, end="")
-    for warning in table.warnings:
-        print(f"xferlab: warning: {warning}", file=sys.stderr)
-    if opts.out:
-        opts.out.parent.mkdir(parents=True, exist_ok=True)
-        opts.out.write_text(text)
-        print(f"wrote {opts.out}", file=sys.stderr)
     return 0
 
 

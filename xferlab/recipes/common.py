@@ -100,8 +100,8 @@ def placed_model(cfg: DictConfig, ds: data.Datasets, device: torch.device) -> tu
 
 
 def load_data(d: DictConfig) -> data.Datasets:
-    """The dataset; `ds.streamed` when its images are read on demand (`data.loader`), in
-    `data.workers` DataLoader processes: pass `workers=` to the engine's Loop."""
+    """The dataset; images read on demand (`data.loader`) come from `data.workers` DataLoader
+    processes: pass `workers=` to the engine's Loop."""
     ds = data.load_dataset(
         d.kind, name=d.name, image_size=d.image_size, in_chans=d.in_chans, seed=d.seed,
         val_fraction=d.val_fraction, test_fraction=d.test_fraction, size=d.size,

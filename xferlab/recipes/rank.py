@@ -60,7 +60,7 @@ def rank(cfg: DictConfig, launch: common.Launch) -> dict[str, float | str]:
     mean, std = backbones.normalization(model.backbone, ds.in_chans)
     loop = engine.Loop(mean=mean, std=std, device=device, bf16=bf16, channels_last=channels_last,
                        eval_batch_size=cfg.trainer.eval_batch_size, progress=False,
-                       workers=cfg.data.workers if ds.streamed else 0)
+                       workers=cfg.data.workers)
 
     started = time.perf_counter()
     cache = features.FeatureCache(model.backbone, loop)

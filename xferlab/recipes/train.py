@@ -45,9 +45,9 @@ class Result:
 
 def train(cfg: DictConfig, launch: common.Launch,
           report: Callable[[int, dict[str, float]], None] | None = None,
-          resume_run_id: str | None = None) -> Result:
+          resume_from: tuple[str, dict] | None = None) -> Result:
     """One run; `report(epoch, metrics)` sees every epoch (a search prunes by raising there).
-    With `resume_run_id` (or `trainer.resume`), an unfinished run goes on from its checkpoint."""
+    With `resume_from` (run id, checkpoint) or `trainer.resume`, an unfinished run goes on."""
     # ---- setup: refuse bad input before anything is built or logged
     problems = common.preflight(cfg)
     if problems:
@@ -60,11 +60,15 @@ def train(cfg: DictConfig, launch: common.Launch,
     subset, train_split = common.training_subset(cfg.data, ds)
 
     # ---- what to resume: the run named by --resume, or the newest unfinished run of this config
-    digest, state = config.digest(cfg), None
-    if resume_run_id is not None or cfg.trainer.resume:
-        resume_run_id, state, done = _resume_point(cfg, digest, resume_run_id)
+    digest = config.digest(cfg)
+    resume_run_id, state = resume_from or (None, None)
+    if state is None and cfg.trainer.resume:
+        resume_run_id, state, done = _resume_point(cfg, digest)
         if done is not None:
             return done
+    if state is not None:
+        print(f"xferlab: resuming run {resume_run_id} after epoch {len(state['epochs'])}",
+              file=sys.stderr)
 
     # ---- model: backbone from its pretrained source, head, layer groups, optimizer
     model, load_report, source, channels_last = common.placed_model(cfg, ds, device)
@@ -92,7 +96,7 @@ def train(cfg: DictConfig, launch: common.Launch,
                        label_smoothing=cfg.optim.label_smoothing,
                        augment=common.augmenter(cfg.data.augment), penalty=penalty,
                        progress=cfg.trainer.progress, channels_last=channels_last,
-                       workers=cfg.data.workers if ds.streamed else 0)
+                       workers=cfg.data.workers)
     schedule = engine.lr_schedule(cfg.sched.name, cfg.sched.warmup_frac, cfg.sched.min_lr_ratio)
     # frozen phases come first (linear_probe, lp_ft, gradual); the cache is keyed by the
     # backbone as it is now, before any of it trains
@@ -108,15 +112,17 @@ def train(cfg: DictConfig, launch: common.Launch,
     if source:  # link the result to the run that built its source
         tags.update({"source.run_id": source.run_id, "source.weights_digest": source.digest})
 
+    subset_digest = data.indices_digest(subset)
+
     def log_start(run_id: str) -> None:
         tracking.log_params(run_id, OmegaConf.to_container(cfg, resolve=True), extra={
             "data.train_size": len(train_split),
-            "data.subset_digest": data.indices_digest(subset),
+            "data.subset_digest": subset_digest,
             "backbone.weights_digest": load_report.digest or "none",
             "source.run_id": source.run_id if source else "none",
         })
         artifacts.log_subset(run_id, cfg.data.name, ds.identity, train_split.labels,
-                             data.indices_digest(subset), ds.num_classes)
+                             subset_digest, ds.num_classes)
 
     loop.start(train_split.images, ds.val.images, ds.test.images)  # before the run's thread
     with tracking.run(cfg.tracking.uri, cfg.tracking.experiment, name=launch.run_name(cfg),
@@ -177,7 +183,7 @@ def train(cfg: DictConfig, launch: common.Launch,
             backbones.save_backbone(model.backbone, Path(tmp) / "backbone.safetensors")
             backbones.save_backbone(model.head, Path(tmp) / "head.safetensors")
             artifacts.log_run_artifacts(
-                run_id, Path(tmp), cfg=OmegaConf.to_yaml(cfg, resolve=True), overrides=launch.overrides,
+                run_id, Path(tmp), cfg=yaml, overrides=launch.overrides,
                 history=history.epochs, labels=ds.test.labels, pred=pred, classes=ds.classes,
             )
     checkpoint.path_for(run_id).unlink(missing_ok=True)  # FINISHED: the weights are artifacts
@@ -185,29 +191,26 @@ def train(cfg: DictConfig, launch: common.Launch,
     return Result(run_id, history.best_val_acc, test_acc, model)
 
 
-def _resume_point(cfg: DictConfig, digest: str, run_id: str | None) -> tuple[
+def _resume_point(cfg: DictConfig, digest: str) -> tuple[
         str | None, dict | None, Result | None]:
-    """The run to go on with (`run_id`, else the newest unfinished run of this config) and its
-    checkpoint; or, for trainer.resume=true, the Result of this config if it already FINISHED."""
+    """trainer.resume=true: the newest unfinished run of this config and its checkpoint; or the
+    Result of this config if it already FINISHED."""
     from mlflow.tracking import MlflowClient
 
     experiment_id = tracking.setup(cfg.tracking.uri, cfg.tracking.experiment)
     client = MlflowClient()
-    if run_id is None:
-        run_id = checkpoint.resumable(client, experiment_id, digest)
-        done = None if run_id else checkpoint.finished(client, experiment_id, digest)
-        if done is not None:  # e.g. a job of a sweep that is being resumed
-            print(f"xferlab: trainer.resume=true: this config already FINISHED as run "
-                  f"{done.info.run_id}: nothing to do", file=sys.stderr)
-            return None, None, Result(done.info.run_id, done.data.metrics["best/val_acc"],
-                                      done.data.metrics["test/acc"], model=None)
-        if run_id is None:
-            print("xferlab: trainer.resume=true, but no unfinished run of this config has a "
-                  "checkpoint here: starting a new run", file=sys.stderr)
-            return None, None, None
-    state = checkpoint.load(checkpoint.for_run(client, run_id))
-    print(f"xferlab: resuming run {run_id} after epoch {len(state['epochs'])}", file=sys.stderr)
-    return run_id, state, None
+    found = checkpoint.resumable(client, experiment_id, digest)
+    if found is not None:
+        return found.info.run_id, checkpoint.load(Path(found.data.tags[checkpoint.PATH_TAG])), None
+    done = checkpoint.finished(client, experiment_id, digest)
+    if done is not None:  # e.g. a job of a sweep that is being resumed
+        print(f"xferlab: trainer.resume=true: this config already FINISHED as run "
+              f"{done.info.run_id}: nothing to do", file=sys.stderr)
+        return None, None, Result(done.info.run_id, done.data.metrics["best/val_acc"],
+                                  done.data.metrics["test/acc"], model=None)
+    print("xferlab: trainer.resume=true, but no unfinished run of this config has a "
+          "checkpoint here: starting a new run", file=sys.stderr)
+    return None, None, None
 
 
 def resume(run_id: str, uri: str | None) -> Result:
@@ -218,12 +221,11 @@ def resume(run_id: str, uri: str | None) -> Result:
                                          "run from the project folder, or give tracking.uri=")
     from mlflow.tracking import MlflowClient
 
-    path = checkpoint.for_run(MlflowClient(uri), run_id)
+    state = checkpoint.load(checkpoint.for_run(MlflowClient(uri), run_id))
     # over the schema: a key added since the checkpoint was written gets its default
-    cfg = OmegaConf.merge(OmegaConf.structured(config.Config),
-                          OmegaConf.create(checkpoint.load(path)["config"]))
+    cfg = OmegaConf.merge(OmegaConf.structured(config.Config), OmegaConf.create(state["config"]))
     cfg.tracking.uri = uri  # the store the run was found in, whatever its config said
-    return train(cfg, common.Launch(), resume_run_id=run_id)
+    return train(cfg, common.Launch(), resume_from=(run_id, state))
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")

@@ -13,6 +13,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from xferlab.report import _runs, _stats
+from xferlab.report._render import md_row
 from xferlab.report._runs import UNSET, ReportError, is_number
 
 if TYPE_CHECKING:
@@ -241,9 +242,9 @@ def rank_markdown(report: RankReport, digits: int = 3) -> str:
     legend = (f"fine-tuned: mean ± std (n) over {', '.join(ft.seeds) or 'runs'}; scores "
               "(higher: more transferable): mean over the candidate's rank runs, (n) when "
               "several")
-    lines = [title, "", legend, "", _row(heads),
+    lines = [title, "", legend, "", md_row(heads),
              "|" + "---|" * len(ft.rows) + "--:|" * (len(heads) - len(ft.rows))]
-    lines += [_row([*row, *(cell(row) for cell in cells)]) for row in report.candidates]
+    lines += [md_row([*row, *(cell(row) for cell in cells)]) for row in report.candidates]
 
     title = (f"### Kendall τ and weighted τ between each score and mean {ft.metric}, over the "
              "candidates")
@@ -252,10 +253,10 @@ def rank_markdown(report: RankReport, digits: int = 3) -> str:
               "run's duration")
     heads = [*ft.cols, "score", *report.tau_names, "candidates", "scoring s", "fine-tuning s"]
     keys = len(ft.cols) + 1
-    lines += ["", title, "", legend, "", _row(heads),
+    lines += ["", title, "", legend, "", md_row(heads),
               "|" + "---|" * keys + "--:|" * (len(heads) - keys)]
     for line in report.taus.to_dict("records"):
-        lines.append(_row([*(line[k] for k in ft.cols), line["score"],
+        lines.append(md_row([*(line[k] for k in ft.cols), line["score"],
                            *(_num(line[t], 2) for t in report.tau_names), str(line["n"]),
                            _num(line["score_s"], 2), _num(line["tune_s"], 1)]))
     lines += [f"\n> **warning:** {w}" for w in report.warnings]
@@ -281,7 +282,3 @@ def _score(cell: dict | None, score: str, digits: int) -> str:
 
 def _num(value: float, digits: int) -> str:
     return "n/a" if value is None or np.isnan(value) else f"{value:.{digits}f}"
-
-
-def _row(texts: list[str]) -> str:
-    return "| " + " | ".join(str(t).replace("|", "\\|") for t in texts) + " |"

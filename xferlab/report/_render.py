@@ -117,14 +117,14 @@ def _md_table(report: Report, table: pd.DataFrame, cell: Cell,
     heads = [*report.rows, *(", ".join(f"{k}={v}" for k, v in zip(report.cols, col))
                              for col in report.col_labels)] if report.cols else [
         *report.rows, report.metric]
-    lines = [_md_row(heads), "|" + "---|" * len(report.rows) + "--:|" * len(report.col_labels)]
+    lines = [md_row(heads), "|" + "---|" * len(report.rows) + "--:|" * len(report.col_labels)]
     for row, cells in _grid(report, table, skip):
-        lines.append(_md_row([*row, *(cell(c) if c else "—" for c in cells)]))
+        lines.append(md_row([*row, *(cell(c) if c else "—" for c in cells)]))
     return lines
 
 
-def _md_row(texts: list[str]) -> str:
-    return "| " + " | ".join(t.replace("|", "\\|") for t in texts) + " |"
+def md_row(texts: list) -> str:
+    return "| " + " | ".join(str(t).replace("|", "\\|") for t in texts) + " |"
 
 
 def _md_cell(c: dict, digits: int, min_n: int) -> str:
