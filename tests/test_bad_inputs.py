@@ -8,7 +8,6 @@ time on the two cores; each test then checks one case's outcome.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests._servers import free_port
 from tests.conftest import FAST, store_uri, xferlab
 
 TRAIN = ["train", *FAST]  # FAST picks backbone=resnet_tiny (timm's test_resnet)
@@ -143,9 +143,7 @@ def _inputs(tmp: Path) -> dict[str, str]:
     whole = (tmp / "resnet.safetensors").read_bytes()
     (tmp / "truncated.safetensors").write_bytes(whole[: len(whole) // 2])  # a download cut short
     torch.save(backbone, tmp / "model.pth")  # the whole module pickled, not a state dict
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     names = {"flat": flat, "empty": tmp / "empty", "corrupt": corrupt, "tmp": tmp,
              "resnet": tmp / "resnet.safetensors", "truncated": tmp / "truncated.safetensors",
              "pickled": tmp / "model.pth", "port": port}

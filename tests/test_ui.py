@@ -15,14 +15,9 @@ import urllib.request
 import psutil  # with pytest-xdist (dev extras)
 from mlflow.tracking import MlflowClient
 
+from tests._servers import free_port
 from tests.conftest import store_uri
 from xferlab import cli
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _api(url: str, endpoint: str, body: dict | None = None) -> dict:
@@ -59,7 +54,7 @@ def test_ui_serves_the_project_store_and_ctrl_c_stops_every_process(project):
         client.log_metric(run, "best/val_acc", max(accs))
         client.set_terminated(run)
 
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     log = project / "ui.log"
     with log.open("w") as out:  # a file, not a pipe: request logs can never block the server
