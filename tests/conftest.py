@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 # Small and fast: timm's tiny test ResNet on digits, one short epoch.
-FAST = ["backbone=resnet_tiny", "trainer.epochs=1", "trainer.batch_size=32",
+FAST = ["backbone=resnet_tiny", "data=digits", "trainer.epochs=1", "trainer.batch_size=32",
         "trainer.progress=false"]
 
 

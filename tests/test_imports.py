@@ -7,9 +7,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "xferlab"
 ALLOWED = {
-    "config": set(), "data": set(), "backbones": {"files"}, "heads": set(), "freezing": set(),
-    "optim": {"freezing"}, "tracking": set(),
-    "engine": {"freezing", "optim"}, "features": {"engine", "backbones"}, "tune": {"tracking"},
+    "config": set(), "data": {"packages"}, "backbones": {"files", "packages"}, "heads": set(),
+    "freezing": set(), "optim": {"freezing"}, "tracking": set(), "packages": set(),
+    "evaluate": set(), "engine": {"freezing", "optim", "evaluate"}, "features": {"engine", "backbones"}, "tune": {"tracking"},
     "report": {"tracking"}, "files": set(), "checkpoint": {"files", "tracking"}, "scores": set(),
 }
 

@@ -28,7 +28,8 @@ class ConfigError(Exception):
 @dataclass
 class BackboneConfig:
     name: str = MISSING  # any timm model name
-    pretrained: str = "none"  # none | timm | timm:<tag> | file:<path> | mlflow:<uri> | source:<set>
+    # none | timm | timm:<tag> | file:<path> | mlflow:<uri> | source:<set> | package:<package>
+    pretrained: str = "none"
     drop_path_rate: float = 0.0
     # source:<set> only: overrides of the source's own config, e.g. [trainer.max_steps=200]
     source_overrides: list[str] = field(default_factory=list)
@@ -59,7 +60,7 @@ class FreezeConfig:
 
 @dataclass
 class DataConfig:
-    kind: str = MISSING  # digits | glyphs | image_folder | torchvision
+    kind: str = MISSING  # digits | glyphs | image_folder | torchvision | animal_mnist | mnist_5k | elpv
     name: str = MISSING  # display name; the dataset class name for torchvision
     num_classes: int | None = None  # stated by the option; null = whatever the data holds
     image_size: int = 32
@@ -77,6 +78,7 @@ class DataConfig:
     val_root: str | None = None
     test_root: str | None = None
     download: bool = False  # torchvision
+    elpv_task: str = "binary"  # elpv: binary (defect probability >= 0.5) | four (0, 1/3, 2/3, 1)
     # memory: decode every image up front into one uint8 tensor; workers: read image_folder and
     # torchvision sets without an image array (e.g. Food101) on demand, in `data.workers`
     # DataLoader processes (sets that are arrays already, digits, glyphs, CIFAR, MNIST, stay in
@@ -125,6 +127,9 @@ class TrainerConfig:
     feature_cache: str = "auto"
     checkpoint_every: int = 1  # epochs between resumable checkpoints; 0 = none
     compile: bool = False  # torch.compile the model (worth it for long runs on CUDA)
+    # NHWC memory format: auto = on CUDA, and on CPU for convolutional backbones (EfficientNet-
+    # Lite0 trains 1.3x and evaluates 2.8x faster in it on 2 cores, ResNet-18 1.1x); off for ViTs
+    channels_last: str = "auto"  # auto | true | false
     resume: bool = False  # continue the newest unfinished run of this config from its checkpoint
 
 
@@ -158,7 +163,9 @@ CHOICES = {
         "full", "scratch", "linear_probe", "last_k", "gradual", "lp_ft", "layer_decay", "bitfit",
         "lora",
     ),
-    "data.kind": ("digits", "glyphs", "image_folder", "torchvision"),
+    "data.kind": ("digits", "glyphs", "image_folder", "torchvision", "animal_mnist", "mnist_5k",
+                  "elpv"),
+    "data.elpv_task": ("binary", "four"),
     "data.augment": ("none", "light", "randaugment"),
     "data.loader": ("auto", "memory", "workers"),
     "optim.name": ("adamw", "sgd"),
@@ -166,8 +173,9 @@ CHOICES = {
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.precision": ("auto", "fp32", "bf16"),
     "trainer.feature_cache": ("auto", "off"),
+    "trainer.channels_last": ("auto", "true", "false"),
 }
-PRETRAINED_KINDS = ("none", "timm", "file", "mlflow", "source")
+PRETRAINED_KINDS = ("none", "timm", "file", "mlflow", "source", "package")
 
 
 def close_match(value: str, allowed: list[str] | tuple[str, ...]) -> str:
@@ -243,10 +251,10 @@ def validate(cfg: Any) -> list[str]:
     if kind not in PRETRAINED_KINDS:
         problems.append(
             f"backbone.pretrained={cfg.backbone.pretrained!r} is not a known source: use none, "
-            f"timm, timm:<tag>, file:<path>, mlflow:<uri> or source:<set>"
+            f"timm, timm:<tag>, file:<path>, mlflow:<uri>, source:<set> or package:<package>"
             f"{close_match(kind, PRETRAINED_KINDS)}"
         )
-    elif kind in ("file", "mlflow", "source") and ":" not in cfg.backbone.pretrained:
+    elif kind in ("file", "mlflow", "source", "package") and ":" not in cfg.backbone.pretrained:
         problems.append(f"backbone.pretrained={kind!r} needs a value: write {kind}:<...>")
     if d.kind == "image_folder" and not d.root:
         problems.append("data.root is not set: data=image_folder needs data.root=<folder of "
@@ -257,7 +265,7 @@ def validate(cfg: Any) -> list[str]:
 # Keys that change where, how fast or how visibly a run trains, not what it ends with.
 NOT_IN_RESULT = ("tracking", "data.loader", "data.workers", "trainer.progress", "trainer.threads",
                  "trainer.device", "trainer.feature_cache", "trainer.checkpoint_every",
-                 "trainer.resume", "trainer.compile")
+                 "trainer.resume", "trainer.compile", "trainer.channels_last")
 
 
 def digest(cfg: DictConfig) -> str:

@@ -22,20 +22,22 @@ from xferlab.data._core import (
     to_images,
 )
 from xferlab.data._digits import load_digits
-from xferlab.data._folders import load_image_folder, load_torchvision
+from xferlab.data._folders import load_image_folder, load_torchvision, read_files
 from xferlab.data._glyphs import load_glyphs
+from xferlab.data._packaged import elpv_files, load_animal_mnist, load_mnist_5k
 from xferlab.data._stream import LOADERS, LazyImages
 from xferlab.data._subsets import indices_digest, subset_indices
 
 __all__ = ["LOADERS", "DataError", "Datasets", "LazyImages", "Split", "augment",
            "indices_digest", "load_dataset", "subset_indices"]
-KINDS = ["digits", "glyphs", "image_folder", "torchvision"]
+KINDS = ["digits", "glyphs", "image_folder", "torchvision", "animal_mnist", "mnist_5k", "elpv"]
 
 
 def load_dataset(kind: str, *, name: str, image_size: int, in_chans: int, seed: int,
                  val_fraction: float, test_fraction: float, size: int, charset: str,
                  root: str | None, val_root: str | None, test_root: str | None,
-                 download: bool, cache_dir: pathlib.Path, loader: str = "auto") -> Datasets:
+                 download: bool, cache_dir: pathlib.Path, loader: str = "auto",
+                 elpv_task: str = "binary") -> Datasets:
     """The train pool, val and test splits of one dataset; splits not given by the source are
     cut stratified from its training data, test first (fixed for a seed), then val.
 
@@ -53,6 +55,14 @@ def load_dataset(kind: str, *, name: str, image_size: int, in_chans: int, seed: 
         images, labels, cache_key = load_glyphs(seed=seed, size=size, image_size=image_size,
                                                 charset=charset, cache_dir=pathlib.Path(cache_dir))
         pool, classes, params = Split(images, labels), list(charset), {"pool": cache_key}
+    elif kind == "animal_mnist":
+        pool, classes = load_animal_mnist()
+    elif kind == "mnist_5k":
+        pool, classes = load_mnist_5k()
+    elif kind == "elpv":
+        paths, labels, classes, label_digest = elpv_files(elpv_task)
+        pool = Split(read_files(paths, in_chans, image_size), labels)
+        params = {"task": elpv_task, "labels": label_digest}
     elif kind == "image_folder":
         if root is None:
             raise DataError("data.root is not set: data.kind='image_folder' needs data.root="
@@ -69,7 +79,7 @@ def load_dataset(kind: str, *, name: str, image_size: int, in_chans: int, seed: 
     else:
         raise DataError(f"data.kind={kind!r} is not one of {', '.join(KINDS)}"
                         f"{close_match(kind, KINDS)}")
-    # digits (8x8) and glyphs (1 channel) arrive at their native format; the others are done
+    # digits (8x8), glyphs and the 28x28 sets arrive at their native format; the others are done
     # (images read on demand are converted as they are read)
     if isinstance(pool.images, torch.Tensor):
         pool = Split(to_images(pool.images, in_chans=in_chans, image_size=image_size),

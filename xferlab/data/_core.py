@@ -125,8 +125,6 @@ def to_images(images: torch.Tensor, *, in_chans: int, image_size: int) -> torch.
         # ITU-R 601-2 luma, as Pillow's convert("L")
         weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
         images = (images.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
-    elif images.shape[1] == 1 and in_chans == 3:
-        images = images.expand(-1, 3, -1, -1)
     if images.shape[-2:] != (image_size, image_size):
         chunks = [
             F.interpolate(chunk.float(), size=(image_size, image_size), mode="bilinear",
@@ -134,4 +132,6 @@ def to_images(images: torch.Tensor, *, in_chans: int, image_size: int) -> torch.
             for chunk in images.split(4096)  # bounds the float copy's memory
         ]
         images = torch.cat(chunks).to(torch.uint8)
+    if images.shape[1] == 1 and in_chans == 3:  # grey to RGB after resizing: a third of the work
+        images = images.expand(-1, 3, -1, -1)
     return images.contiguous()

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from xferlab.engine import _loaders
+from xferlab.evaluate import class_metrics
 from xferlab.freezing import LayerGroup, Plan, apply_plan, train_mode
 from xferlab.optim import lr_factor, set_lr
 
@@ -223,12 +224,14 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
                 raise FloatingPointError(
                     f"train/loss became {loss_sum.item()} in epoch {epoch + 1}: the run diverged; "
                     "lower optim.lr, or use sched.warmup_frac > 0 or trainer.precision=fp32")
-            val_loss, val_acc, _ = evaluate(net, val_inputs, val[1], loop, on_features)
+            val_loss, val_acc, val_pred = evaluate(net, val_inputs, val[1], loop, on_features)
+            classes = int(max(val[1].max(), val_pred.max())) + 1
             if val_acc > history.best_val_acc:
                 history.best_val_acc, history.best_epoch = val_acc, epoch
                 history.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             metrics = {"train/loss": (loss_sum / seen).item(), "val/loss": val_loss,
                        "val/acc": val_acc, "val/acc_best": history.best_val_acc,
+                       "val/balanced_acc": class_metrics(val_pred, val[1], classes)["balanced_acc"],
                        "time/epoch_s": elapsed, "throughput/img_s": seen / elapsed,
                        "params/trainable": float(trainable)}
             metrics.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})

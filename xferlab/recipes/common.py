@@ -90,13 +90,21 @@ def training_subset(d: DictConfig, ds: data.Datasets) -> tuple[np.ndarray, data.
 def placed_model(cfg: DictConfig, ds: data.Datasets, device: torch.device) -> tuple[
         heads.TransferModel, backbones.LoadReport, sources.Source | None, bool]:
     """The model from its pretrained source (a source xferlab built, else
-    `backbone.pretrained`) on the device, channels_last on CUDA; the source; channels_last."""
+    `backbone.pretrained`) on the device, in the memory format of `trainer.channels_last`; the
+    source; whether that format is channels_last."""
     source = sources.lookup(cfg)
     model, report = build_model(cfg, ds, f"file:{source.path}" if source
                                 else cfg.backbone.pretrained)
-    channels_last = device.type == "cuda"
+    channels_last = cfg.trainer.channels_last == "true" or (
+        cfg.trainer.channels_last == "auto"
+        and (device.type == "cuda" or _convolutional(model.backbone)))
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     return model, report, source, channels_last
+
+
+def _convolutional(backbone: torch.nn.Module) -> bool:
+    """More than one 2-D convolution: a ViT's only one is its patch embedding."""
+    return sum(isinstance(m, torch.nn.Conv2d) for m in backbone.modules()) > 1
 
 
 def load_data(d: DictConfig) -> data.Datasets:
@@ -107,6 +115,7 @@ def load_data(d: DictConfig) -> data.Datasets:
         val_fraction=d.val_fraction, test_fraction=d.test_fraction, size=d.size,
         charset=d.charset, root=d.root, val_root=d.val_root, test_root=d.test_root,
         download=d.download, cache_dir=Path("outputs/cache"), loader=d.loader,
+        elpv_task=d.elpv_task,
     )
     if d.num_classes is not None and d.num_classes != ds.num_classes:
         raise data.DataError(f"data.num_classes={d.num_classes} but {d.name} holds "

@@ -23,6 +23,7 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from xferlab import packages
 from xferlab.config import ConfigError, close_match, register, validate
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -140,7 +141,11 @@ def check(cfg: DictConfig) -> list[str]:
         problems.append(f"backbone.pretrained={source!r} is not an MLflow artifact URI: write "
                         "mlflow:runs:/<run id>/checkpoint/backbone.safetensors (a local file "
                         "is file:<path>)")
+    if source.startswith("package:") and (problem := packages.weights_problem(source)):
+        problems.append(problem)
     d = cfg.data
+    if problem := packages.data_problem(d.kind):
+        problems.append(problem)
     if d.kind == "image_folder":
         for key in ("root", "val_root", "test_root"):
             if d[key] and not Path(d[key]).expanduser().exists():

@@ -28,6 +28,7 @@ from xferlab import (
     optim,
     tracking,
 )
+from xferlab.evaluate import class_metrics
 from xferlab.recipes import common
 from xferlab.recipes.compose import CONF_DIR
 from xferlab.tracking import artifacts
@@ -173,8 +174,11 @@ def train(cfg: DictConfig, launch: common.Launch,
         run_id = run.run_id
         if cache is not None:
             tracking.set_tags(run_id, {"feature_cache": f"{cache.hits} hits, {cache.misses} misses"})
+        test_metrics = class_metrics(pred, ds.test.labels, ds.num_classes)
         tracking.log_metrics(run_id, {
             "test/acc": test_acc, "test/loss": test_loss,
+            "test/balanced_acc": test_metrics["balanced_acc"],
+            "test/macro_f1": test_metrics["macro_f1"],
             "best/val_acc": history.best_val_acc, "best/epoch": history.best_epoch,
             "params/total": sum(p.numel() for p in model.parameters()),
         }, step=len(history.epochs) - 1)

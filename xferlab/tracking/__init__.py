@@ -185,8 +185,11 @@ def run(uri: str | None, experiment: str, *, name: str, tags: dict[str, str],
     what the run starts with (params, inputs). With `run_id`, that run continues (resume)."""
     signal.signal(signal.SIGTERM, _interrupt)  # pre-emption and `kill` end the run KILLED too
     pool = ThreadPoolExecutor(1, thread_name_prefix="xferlab-tracking")
+    # the run starts now, not when the thread gets the store open: its duration and the times
+    # of its metrics then count from the start of training
+    started = int(time.time() * 1000)
     opened = OpenRun(pool.submit(_open, uri, experiment, name, tags, parent_run_id, run_id,
-                                 on_open))
+                                 on_open, started))
     pool.shutdown(wait=False)
     try:
         yield opened
@@ -212,7 +215,7 @@ _warned: set[str] = set()  # experiments checked for stale runs by this process
 
 def _open(uri: str | None, experiment: str, name: str, tags: dict[str, str],
           parent_run_id: str | None, run_id: str | None,
-          on_open: Callable[[str], None] | None) -> str:
+          on_open: Callable[[str], None] | None, started: int | None = None) -> str:
     from mlflow.tracking.context import registry
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -227,7 +230,7 @@ def _open(uri: str | None, experiment: str, name: str, tags: dict[str, str],
         if parent_run_id is not None:
             tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         # resolve_tags adds MLflow's own (user, source, git), as mlflow.start_run does
-        run_id = _client().create_run(experiment_id, run_name=name,
+        run_id = _client().create_run(experiment_id, run_name=name, start_time=started,
                                       tags=registry.resolve_tags(tags)).info.run_id
     else:  # resumed: RUNNING again
         _client().update_run(run_id, status="RUNNING")

