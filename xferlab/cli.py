@@ -163,7 +163,7 @@ def _multirun(hydra_main, args: list[str], overrides: list[str], configs) -> int
     parent = tracking.start_parent(first.uri, first.experiment, name=f"sweep·{sweep_id}",
                                    tags={"kind": "sweep", "sweep.id": sweep_id,
                                          "sweep.jobs": str(len(configs)),
-                                         "overrides": " ".join(overrides)})
+                                         "overrides": tracking.masked(" ".join(overrides))})
     status = RunStatus.FAILED
     try:
         code = _run_hydra(hydra_main, [*args, f"hydra.sweep.dir=outputs/multirun/{sweep_id}"])

@@ -191,9 +191,26 @@ def _get(cfg: Any, key: str) -> Any:
     return node
 
 
+def unknown_keys(cfg: Any, schema: Any = None, prefix: str = "") -> list[str]:
+    """Keys the schema does not know: Hydra's `+key=value` adds one even to a structured
+    config, so a typo added that way would otherwise train silently."""
+    schema = OmegaConf.structured(Config) if schema is None else schema
+    problems, known = [], list(schema.keys())  # `in` would miss keys whose default is MISSING
+    for key in cfg:
+        dotted = f"{prefix}{key}"
+        if key not in known:
+            siblings = [f"{prefix}{k}" for k in known]
+            problems.append(f"{dotted} is not a config key{close_match(dotted, siblings)}; see "
+                            "`xferlab train --cfg job` for every key")
+        elif (isinstance(node := schema._get_node(key), DictConfig)
+              and isinstance(cfg._get_node(key), DictConfig)):
+            problems += unknown_keys(cfg[key], node, f"{dotted}.")
+    return problems
+
+
 def validate(cfg: Any) -> list[str]:
-    """Every range and choice problem of a composed config, one line each."""
-    problems = []
+    """Every unknown key, range and choice problem of a composed config, one line each."""
+    problems = unknown_keys(cfg) if isinstance(cfg, DictConfig) else []
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         if value not in allowed:
@@ -263,8 +280,9 @@ def validate(cfg: Any) -> list[str]:
 
 
 # Keys that change where, how fast or how visibly a run trains, not what it ends with.
+# (`trainer.device` is not among them: on CUDA it selects bf16.)
 NOT_IN_RESULT = ("tracking", "data.loader", "data.workers", "trainer.progress", "trainer.threads",
-                 "trainer.device", "trainer.feature_cache", "trainer.checkpoint_every",
+                 "trainer.feature_cache", "trainer.checkpoint_every",
                  "trainer.resume", "trainer.compile", "trainer.channels_last")
 
 

@@ -13,8 +13,8 @@ RANDOM_INIT=(backbone=resnet18 backbone.pretrained=none)
 for candidates in RESNET18_SOURCES SMALL_ARCHS RANDOM_INIT; do
   declare -n set=$candidates
   # scoring first: it builds every source the candidates need, once
-  xferlab rank "${set[@]}" data.fraction=0.05,0.25 trainer.threads=2 $EXP
-  xferlab train -m experiment=demo freeze=full "${set[@]}" data.fraction=0.05,0.25 seed=0,1,2 $EXP
+  xferlab rank "${set[@]}" data=digits data.fraction=0.05,0.25 trainer.threads=2 $EXP
+  xferlab train -m experiment=glyph_digits freeze=full "${set[@]}" data.fraction=0.05,0.25 seed=0,1,2 $EXP
 done
 
 xferlab report --experiment transferability --rank --cols data.fraction --min-n 3 \

@@ -22,13 +22,18 @@ from xferlab.data._core import (
     to_images,
 )
 from xferlab.data._digits import load_digits
-from xferlab.data._folders import load_image_folder, load_torchvision, read_files
+from xferlab.data._folders import (
+    check_roots,
+    load_image_folder,
+    load_torchvision,
+    read_files,
+)
 from xferlab.data._glyphs import load_glyphs
 from xferlab.data._packaged import elpv_files, load_animal_mnist, load_mnist_5k
 from xferlab.data._stream import LOADERS, LazyImages
 from xferlab.data._subsets import indices_digest, subset_indices
 
-__all__ = ["LOADERS", "DataError", "Datasets", "LazyImages", "Split", "augment",
+__all__ = ["LOADERS", "DataError", "Datasets", "LazyImages", "Split", "augment", "check_roots",
            "indices_digest", "load_dataset", "subset_indices"]
 KINDS = ["digits", "glyphs", "image_folder", "torchvision", "animal_mnist", "mnist_5k", "elpv"]
 

@@ -63,6 +63,14 @@ def load_image_folder(*, root: str, val_root: str | None, test_root: str | None,
             classes, digest(files))
 
 
+def check_roots(root: str | None, val_root: str | None, test_root: str | None) -> None:
+    """DataError for the first root that is no folder of non-empty class folders: a listing,
+    seconds at most, so a launch refuses it before building anything."""
+    for key, folder in zip(ROOT_KEYS, (root, val_root, test_root)):
+        if folder is not None:
+            scan(key, folder)
+
+
 def scan(key: str, folder: str) -> dict[str, list[pathlib.Path]]:
     """Class name -> sorted image files under `folder`/<class>/, checked for user errors."""
     path = pathlib.Path(folder).expanduser()

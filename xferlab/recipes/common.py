@@ -54,8 +54,11 @@ def one_line_errors() -> Iterator[None]:
 
 
 def preflight(cfg: DictConfig) -> list[str]:
-    """Every problem of a composed config that can be seen before building anything."""
+    """Every problem of a composed config that can be seen before building anything (a source
+    included): DataError for an image folder without class folders or images."""
     problems = compose.check(cfg)
+    if cfg.data.kind == "image_folder" and not problems:
+        data.check_roots(cfg.data.root, cfg.data.val_root, cfg.data.test_root)
     name_problem = backbones.check_model_name(cfg.backbone.name)
     return [*problems, name_problem] if name_problem else problems
 
@@ -181,7 +184,7 @@ class Launch:
     def tags(self, report: backbones.LoadReport) -> dict[str, str]:
         tags = {f"choice.{k}": v for k, v in self.choices.items()}
         tags.update(tracking.git_tags(Path.cwd()))
-        tags["overrides"] = " ".join(self.overrides) or "(none)"
+        tags["overrides"] = tracking.masked(" ".join(self.overrides)) or "(none)"
         tags["weights.source"] = report.source
         tags["weights.digest"] = report.digest or "none"
         tags["weights.missing_keys"] = str(len(report.missing))

@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from xferlab import packages
 from xferlab.config import ConfigError, close_match, register, validate
+from xferlab.tracking import masked
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # MLflow's tracking stores but its deprecated file store (DESIGN.md §6); `+driver` is allowed
@@ -154,7 +155,7 @@ def check(cfg: DictConfig) -> list[str]:
     uri_key = "tracking.uri" if cfg.tracking.uri else "MLFLOW_TRACKING_URI"
     uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri and (problem := tracking_uri_problem(uri)):
-        problems.append(f"{uri_key}={uri!r} {problem}")
+        problems.append(f"{uri_key}={masked(uri)!r} {problem}")
     if source.startswith("source:"):
         name = source.split(":", 1)[1]
         known = [o.removeprefix("source_") for o in options("experiment")

@@ -106,7 +106,7 @@ def main(args: list[str]) -> int:
     # ---- the MLflow store, experiment and parent run; trials dead workers left RUNNING
     experiment_id = tracking.setup(base.tracking.uri, base.tracking.experiment)
     parent = tune.open_parent(study, experiment_id, tags={
-        "kind": "study", "tune.study": study_name, "tune.storage": tune.shown(location),
+        "kind": "study", "tune.study": study_name, "tune.storage": tracking.masked(location),
         "tune.search": name, "tune.space": json.dumps(search.record()["params"]),
         "tune.objective": ",".join(search.objective),
         "tune.directions": ",".join(search.directions), "tune.sampler": search.sampler,
@@ -117,7 +117,7 @@ def main(args: list[str]) -> int:
         console.print(f"trials {stale} were left RUNNING by dead workers: now FAIL")
     trials = study.get_trials(deepcopy=False)
     done = sum(t.state in tune.COUNTED for t in trials)
-    console.print(f"[bold]study {study_name}[/] ({tune.shown(location)}): {done} of "
+    console.print(f"[bold]study {study_name}[/] ({tracking.masked(location)}): {done} of "
                   f"{options.trials} trials there, running {max(0, options.trials - done)} with "
                   f"{options.workers} worker(s); MLflow parent run {parent}")
     job = Job(search, options, overrides, study_name, location, base.tracking.uri,

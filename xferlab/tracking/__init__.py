@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -303,9 +304,19 @@ def end_parent(run_id: str, status: str) -> None:
     _end(run_id, status)
 
 
+def masked(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***: tracking and storage URLs
+    (postgresql://user:secret@host/db) are logged, tagged and printed, their secrets never."""
+    return _PASSWORD.sub(r"//\1:***@", text)
+
+
+_PASSWORD = re.compile(r"//([^/:@\s]+):[^/@\s]+@")
+
+
 def log_params(run_id: str, resolved: Mapping[str, Any], extra: Mapping[str, Any]) -> None:
-    """The flattened resolved config (dotted keys) plus run facts that are not config."""
+    """The flattened resolved config (dotted keys) plus run facts that are not config, with
+    passwords in URLs masked."""
     from mlflow.entities import Param
 
     params = {**flatten(resolved), **extra}
-    _client().log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    _client().log_batch(run_id, params=[Param(k, masked(str(v))) for k, v in params.items()])

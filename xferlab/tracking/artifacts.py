@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from xferlab.tracking import masked
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -46,8 +48,9 @@ def log_run_artifacts(run_id: str, checkpoint: Path, *, cfg: str, overrides: lis
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
-    client.log_text(run_id, cfg, "config.yaml")
-    client.log_text(run_id, "".join(f"- {o}\n" for o in overrides) or "[]\n", "overrides.yaml")
+    client.log_text(run_id, masked(cfg), "config.yaml")
+    client.log_text(run_id, masked("".join(f"- {o}\n" for o in overrides) or "[]\n"),
+                    "overrides.yaml")
     client.log_artifacts(run_id, str(checkpoint), "checkpoint")
     client.log_figure(run_id, learning_curves_figure(history), "plots/learning_curves.png")
     confusion = torch.zeros(len(classes), len(classes), dtype=torch.long)

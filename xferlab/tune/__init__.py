@@ -20,7 +20,6 @@ from xferlab.tune._study import (
     open_storage,
     open_study,
     reporter,
-    shown,
     worker,
     worker_seed,
 )
@@ -30,5 +29,5 @@ __all__ = [
     "COUNTED", "RUN_ID", "Options", "Param", "Pruned", "Search", "SearchError", "as_overrides",
     "claim", "claim_lock", "close_stale", "corners", "default_storage", "failures", "load_search",
     "load_study", "open_parent", "open_storage", "open_study", "parse_options", "record",
-    "reporter", "shown", "suggest", "summarize", "trial_tags", "worker", "worker_seed",
+    "reporter", "suggest", "summarize", "trial_tags", "worker", "worker_seed",
 ]

@@ -3,14 +3,15 @@ and finding the trials of workers that died."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
-import re
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import optuna
@@ -44,13 +45,13 @@ def open_storage(location: str) -> BaseStorage:
         return JournalStorage(JournalFileBackend(location))
     except ImportError as err:  # SQLAlchemy imports the URL's driver only now
         scheme = location.split("://", 1)[0].split("+", 1)[0]
-        raise SearchError([(f"tune.storage={shown(location)!r} needs a database driver that is not "
+        raise SearchError([(f"tune.storage={tracking.masked(location)!r} needs a database driver that is not "
                            f"installed ({_reason(err)}): "
                            f"{_DRIVERS.get(scheme, 'install the driver its URL names')}")]) from None
     except OperationalError as err:  # the database said no, or nothing answered
         if location.startswith("sqlite"):  # a file, not a server: the generic message below
             raise _unopenable(location, err) from None
-        raise SearchError([(f"tune.storage={shown(location)!r} cannot be reached ({_reason(err)}): "
+        raise SearchError([(f"tune.storage={tracking.masked(location)!r} cannot be reached ({_reason(err)}): "
                            "check that the database server runs and accepts connections from this "
                            "machine, and the URL's host, port, user, password and database")]) from None
     except (SQLAlchemyError, OSError, ValueError) as err:
@@ -58,7 +59,7 @@ def open_storage(location: str) -> BaseStorage:
 
 
 def _unopenable(location: str, err: Exception) -> SearchError:
-    return SearchError([(f"tune.storage={shown(location)!r} cannot be opened ({_reason(err)}): "
+    return SearchError([(f"tune.storage={tracking.masked(location)!r} cannot be opened ({_reason(err)}): "
                          "give a writable journal file path or a reachable database URL")])
 
 
@@ -72,20 +73,19 @@ def _reason(err: Exception) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
-def shown(location: str) -> str:
-    """The storage location without a database password, for tags and the console."""
-    return re.sub(r"//([^/:@]+):[^/@]+@", r"//\1:***@", location)
-
-
 def claim_lock(location: str) -> AbstractContextManager:
     """Counting the trials and asking for one must be one step, or two workers both take the
-    last trial. A file lock makes it one for stores on this machine; remote databases go without
-    (README: at most one trial over the total per extra machine)."""
+    last trial. A file lock makes it one among the workers of one machine, whatever the storage;
+    workers on other machines go without (README: at most one trial over the total per extra
+    machine)."""
     if "://" not in location:
         return FileLock(f"{location}.claim.lock")
     if location.startswith("sqlite:///"):
         return FileLock(f"{location.removeprefix('sqlite:///')}.claim.lock")
-    return nullcontext()
+    # a database server: workers on this machine share a lock named after the storage, so they
+    # reach the total exactly; other machines' workers claim without it (README)
+    key = hashlib.sha256(location.encode()).hexdigest()[:16]
+    return FileLock(Path(tempfile.gettempdir()) / f"xferlab-claim-{key}.lock")
 
 
 def open_study(storage: BaseStorage, name: str, search: Search,
