@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -121,15 +122,18 @@ class Postgres:
 
 class MlflowServer:
     """`mlflow server` on a backend store URI, with the artifacts it serves (proxied: clients
-    upload through it) in a temp dir; one web worker, no job runner, as `xferlab ui` starts it."""
+    upload through it) in a temp dir; one web worker, no job runner, as `xferlab ui` starts it.
+    With `admin_password`, MLflow's basic-auth app guards it, as README's cluster recipe runs it:
+    its user store in the temp dir, the admin created with that password at first start."""
 
-    def __init__(self, backend: str) -> None:
+    def __init__(self, backend: str, admin_password: str | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="xferlab-mlflow-"))
         self.artifacts = self.root / "mlartifacts"
         self.log = self.root / "server.log"
         self.port = free_port()
         self.uri = f"http://{HOST}:{self.port}"
         self.backend = backend
+        self.admin_password = admin_password
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 180) -> MlflowServer:
@@ -138,6 +142,17 @@ class MlflowServer:
                "--port", str(self.port), "--workers", "1"]
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        if self.admin_password is not None:
+            config = self.root / "auth.ini"
+            config.write_text("[mlflow]\ndefault_permission = READ\n"
+                              f"database_uri = sqlite:///{self.root / 'auth.db'}\n"
+                              "admin_username = admin\n"
+                              "authorization_function = "
+                              "mlflow.server.auth:authenticate_request_basic_auth\n")
+            cmd += ["--app-name", "basic-auth"]
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
+            env["MLFLOW_AUTH_ADMIN_PASSWORD"] = self.admin_password
+            env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_hex(32)  # CSRF tokens
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)
@@ -187,6 +202,18 @@ def _served(start: Callable[[], Any], what: str) -> Iterator[Any]:
 def postgres() -> Iterator[Postgres]:
     """A PostgreSQL server for the session (tests that need it are marked `postgres`)."""
     yield from _served(lambda: Postgres().start(), "PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def mlflow_auth_server(postgres: Postgres) -> Iterator[MlflowServer]:
+    """An MLflow tracking server with basic auth (admin password `ADMIN_PASSWORD`) on its own
+    database of `postgres`."""
+    yield from _served(lambda: MlflowServer(postgres.create_database("mlflow_auth"),
+                                            admin_password=ADMIN_PASSWORD).start(),
+                       "the MLflow tracking server with authentication")
+
+
+ADMIN_PASSWORD = "admin-Secret-4-tests"
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,13 @@ from hydra import initialize_config_dir
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests._servers import free_port, mlflow_server, postgres  # noqa: F401 - fixtures
+from tests._servers import (  # noqa: F401 - fixtures
+    ADMIN_PASSWORD,
+    free_port,
+    mlflow_auth_server,
+    mlflow_server,
+    postgres,
+)
 from tests.conftest import FAST, xferlab
 from xferlab import cli, tune
 from xferlab.config import register
@@ -180,3 +186,39 @@ def test_a_ray_grid_on_a_loopback_ray_instance_logs_two_finished_runs(
         assert set(re.findall(r"node_manager address: ([\d.]+):", raylet)) == {"127.0.0.1"}
     finally:
         shutil.rmtree(ray_dir, ignore_errors=True)
+
+
+@pytest.mark.postgres
+def test_an_authenticated_server_refuses_strangers_and_takes_a_worker_s_runs(
+        mlflow_auth_server, tmp_path, monkeypatch):  # noqa: F811 - fixture
+    import os
+    import subprocess
+    import urllib.error
+    import urllib.request
+
+    from mlflow.server.auth.client import AuthServiceClient
+
+    uri = mlflow_auth_server.uri
+    # nobody gets in without credentials, not even to read
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1",
+                               timeout=30)
+    assert refused.value.code == 401
+    # the admin makes a user per researcher (README, Scaling out) ...
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
+    AuthServiceClient(uri).create_user("ann", "ann-Secret-4-tests")
+    # ... whose worker authenticates through MLflow's environment variables, never the URL
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(OMP_NUM_THREADS="1", MLFLOW_TRACKING_USERNAME="ann",
+               MLFLOW_TRACKING_PASSWORD="ann-Secret-4-tests")
+    result = subprocess.run([sys.executable, "-m", "xferlab.cli", "train", *TRAIN,
+                             "tracking.experiment=authed", f"tracking.uri={uri}"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, done(result)
+    assert "ann-Secret" not in result.stdout + result.stderr
+    [run] = runs(uri, "authed")  # read as the admin
+    assert run.info.status == "FINISHED"
+    assert not any("Secret" in v for v in [*run.data.params.values(), *run.data.tags.values()])
+    # uploaded through the server, authenticated as ann
+    assert "config.yaml" in {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
