@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Real transfer on the embedded default: ImageNet EfficientNet-Lite0 -> animal_mnist; training from
-# scratch vs a linear probe vs LP-FT at 1%, 10% and 100% of the labels, the same step budget each.
+# scratch vs a linear probe vs full fine-tuning at 1%, 10% and 100% of the labels, the same budget.
 demo: $(STAMP)
-	$(BIN)/xferlab train -m experiment=demo freeze=scratch,linear_probe,lp_ft data.fraction=0.01,0.1,1.0
+	$(BIN)/xferlab train -m experiment=demo freeze=scratch,linear_probe,full data.fraction=0.01,0.1,1.0
 	$(BIN)/xferlab report --experiment demo --rows freeze --cols data.fraction --metric test/acc \
 		--paired-vs scratch --parent latest --min-n 1
 	@echo "Browse every run, its curves and artifacts: $(BIN)/xferlab ui  (http://127.0.0.1:5000)"
