@@ -36,9 +36,5 @@ report() {  # a table of the study's runs: report <data.name> <metric> <plot> [e
   python $OUT/time_to_target.py --experiment imagenet_transfer --where data.name=animal_mnist \
     --fraction 1.0 --target 0.9 --out "$OUT/time_to_target.md" --plot "$OUT/accuracy_vs_time.png"
   echo
-  echo "---"
-  echo "Produced by \`bash $OUT/run.sh\` at commit $(git rev-parse --short HEAD)" \
-    "($(git status --porcelain --untracked-files=no | grep -q . && echo dirty || echo clean) tree)," \
-    "runs from $started to $(date -u +%FT%TZ), MLflow experiment \`imagenet_transfer\`" \
-    "in outputs/mlflow.db on a 2-core CPU."
+  bash experiments/provenance.sh "bash $OUT/run.sh" "$started" imagenet_transfer
 } > "$OUT/report.md"
