@@ -5,13 +5,14 @@
 set -euo pipefail
 OUT=experiments/data_efficiency
 XL=${XL:-xferlab}
-started=$(date -u +%FT%TZ)
 
-$XL train -m experiment=data_efficiency freeze=scratch,linear_probe,last_k,lp_ft,full \
-  data.fraction=0.01,0.05,0.1,0.25,1.0 seed=0,1,2,3,4
+if [[ "${1:-}" != --report-only ]]; then  # --report-only: the table and plot from the stored runs
+  $XL train -m experiment=data_efficiency freeze=scratch,linear_probe,last_k,lp_ft,full \
+    data.fraction=0.01,0.05,0.1,0.25,1.0 seed=0,1,2,3,4
+fi
 {
   $XL report --experiment data_efficiency --rows freeze --cols data.fraction --metric test/acc \
     --paired-vs scratch --plot "$OUT/accuracy_vs_fraction.png" --log --parent latest
   echo
-  bash experiments/provenance.sh "bash $OUT/run.sh" "$started" data_efficiency
+  bash experiments/provenance.sh "bash $OUT/run.sh" data_efficiency
 } > "$OUT/report.md"

@@ -5,12 +5,13 @@
 set -euo pipefail
 OUT=experiments/imagenet_transfer
 XL=${XL:-xferlab}
-started=$(date -u +%FT%TZ)
 
-$XL train -m experiment=imagenet_transfer freeze=scratch,linear_probe,last_k,lp_ft,full \
-  data.fraction=0.01,0.03,0.1,0.3,1.0 seed=0,1,2
-$XL train -m experiment=imagenet_transfer data=elpv freeze=scratch,linear_probe,lp_ft,full \
-  data.fraction=0.1,1.0 seed=0,1,2
+if [[ "${1:-}" != --report-only ]]; then  # --report-only: tables and plots from the stored runs
+  $XL train -m experiment=imagenet_transfer freeze=scratch,linear_probe,last_k,lp_ft,full \
+    data.fraction=0.01,0.03,0.1,0.3,1.0 seed=0,1,2
+  $XL train -m experiment=imagenet_transfer data=elpv freeze=scratch,linear_probe,lp_ft,full \
+    data.fraction=0.1,1.0 seed=0,1,2
+fi
 
 report() {  # a table of the study's runs: report <data.name> <metric> <plot> [extra args]
   $XL report --experiment imagenet_transfer --where "data.name=$1" --metric "$2" \
@@ -36,5 +37,5 @@ report() {  # a table of the study's runs: report <data.name> <metric> <plot> [e
   python $OUT/time_to_target.py --experiment imagenet_transfer --where data.name=animal_mnist \
     --fraction 1.0 --target 0.9 --out "$OUT/time_to_target.md" --plot "$OUT/accuracy_vs_time.png"
   echo
-  bash experiments/provenance.sh "bash $OUT/run.sh" "$started" imagenet_transfer
+  bash experiments/provenance.sh "bash $OUT/run.sh" imagenet_transfer
 } > "$OUT/report.md"
