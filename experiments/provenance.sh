@@ -24,7 +24,9 @@ print(f"{len(runs)} FINISHED runs at commit {', '.join(f'{c} ({n})' for c, n in 
       f"{utc(max(r.info.end_time for r in runs))}")
 PY
 )
-state=$(git status --porcelain --untracked-files=no | grep -q . && echo dirty || echo clean)
+# the report and its plots are being rewritten now: only code and configs count
+state=$(git status --porcelain --untracked-files=no -- . ':(exclude)*.md' ':(exclude)*.png' \
+  | grep -q . && echo dirty || echo clean)
 echo "---"
 echo "**Provenance.** Command: \`$1\`. Runs: $runs, MLflow experiment \`$2\` in"
 echo "outputs/mlflow.db, on a $(nproc)-core CPU. Report written at commit"
