@@ -270,9 +270,9 @@ def _from_package(
     under outputs/weights/, keyed by the file's digest) and loaded like a local file, with the
     normalisation the weights were trained with."""
     where = f"backbone.pretrained='package:{module}'"
-    if problem := packages.weights_problem(f"package:{module}"):
-        raise WeightsError(problem)
     folder = packages.folder(module)
+    if folder is None:
+        raise WeightsError(packages.weights_problem(f"package:{module}"))
     found = sorted(p for p in folder.rglob("*") if p.suffix in WEIGHT_SUFFIXES)
     if len(found) != 1:
         raise WeightsError(f"{where}: the package holds {len(found)} weights files "
