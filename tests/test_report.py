@@ -4,17 +4,21 @@ and one written by a real short multirun."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
+import re
 import statistics
+import subprocess
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from tests.conftest import FAST, store_uri, xferlab
+from tests.conftest import FAST, experiment_runs, store_uri, xferlab
 from xferlab import cli, report
 
 FREEZES = ["linear_probe", "full", "scratch"]
@@ -30,9 +34,9 @@ def acc(freeze: str, fraction: str, seed: int) -> float:
 
 
 def _run(client, experiment_id, *, freeze, fraction, seed, parent, backbone="resnet18",
-         start=None, status="FINISHED", lr="0.001"):
+         start=None, status="FINISHED", lr="0.001", tags=(), end=None):
     tags = {"choice.freeze": freeze, "choice.backbone": backbone, "sweep.id": parent[:8],
-            "mlflow.parentRunId": parent}
+            "mlflow.parentRunId": parent, **dict(tags)}
     run = client.create_run(experiment_id, start_time=start, tags=tags).info.run_id
     params = {"freeze.strategy": freeze, "freeze.lp_epochs": str(2 + FREEZES.index(freeze)),
               "data.fraction": fraction, "seed": str(seed), "data.subset_seed": "0",
@@ -44,7 +48,7 @@ def _run(client, experiment_id, *, freeze, fraction, seed, parent, backbone="res
     metrics = {"test/acc": value, "best/val_acc": value + 0.01, "best/epoch": 3}
     client.log_batch(run, params=[Param(k, v) for k, v in params.items()],
                      metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
-    client.set_terminated(run, status)
+    client.set_terminated(run, status, end_time=end)
     return run
 
 
@@ -131,7 +135,9 @@ def test_markdown_to_stdout_and_out_marks_small_cells(capsys, study, tmp_path):
                           "data.fraction", "--where", "backbone.name=resnet18", "--out",
                           str(out_file))
     assert code == 0, err
-    assert out_file.read_text() == out
+    written = out_file.read_text()
+    assert written.startswith(out)  # then the provenance footer (its tests: below)
+    assert written.removeprefix(out).startswith("\n---\n") and "Provenance" not in out
     lines = out.splitlines()
     assert "| freeze | data.fraction=0.01 | data.fraction=0.1 | data.fraction=1.0 |" in lines
     values = [acc("linear_probe", "0.01", s) for s in SEEDS]
@@ -255,6 +261,8 @@ MISTAKES = [
     (["--experiment", "study", "--rows", "freeze", "--since", "last week"],
      "neither a date nor an age", "7d"),
     (["--rows", "freeze"], "required: --experiment", "xferlab report --help"),
+    (["--experiment", "study", "--rows", "freeze", "--append"],
+     "--append adds a table to a Markdown report", "--out PATH.md"),
 ]
 
 
@@ -279,13 +287,191 @@ def test_report_reads_a_real_multirun_without_false_confounders(tmp_path):
     assert "xferlab: warning" not in out.stderr  # derived params differ, nothing else does
     lines = list(csv.DictReader(io.StringIO(out.stdout)))
     assert [line["freeze"] for line in lines] == ["linear_probe", "full"]
-    client = MlflowClient(store_uri(tmp_path))
-    runs = client.search_runs([client.get_experiment_by_name("xferlab").experiment_id])
+    runs = experiment_runs(tmp_path)
     (parent,) = [r for r in runs if r.data.tags.get("kind") == "sweep"]
     children = {r.data.tags["choice.freeze"]: r.data.metrics for r in runs
                 if r.data.tags.get("kind") != "sweep"}
     for line in lines:  # one run per cell: the mean is that run's best validation accuracy
         assert math.isclose(float(line["mean"]), children[line["freeze"]]["best/val_acc"])
         assert "best/epoch" in children[line["freeze"]]
-    assert "report/best-val_acc_by_freeze.md" in {
-        a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    logged = MlflowClient(store_uri(tmp_path)).list_artifacts(parent.info.run_id, "report")
+    assert "report/best-val_acc_by_freeze.md" in {a.path for a in logged}
+
+
+# --- provenance: the footer `--out` writes, and the warning on mixed code versions ---
+
+C1, C2 = "c0ffee1" + "a" * 33, "decade2" + "b" * 33  # two commits, as git.commit tags hold them
+JAN_1 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
+BEGIN, END = "<!-- xferlab provenance", "<!-- /xferlab provenance -->"
+
+
+def _tags(commit: str, dirty: bool = False) -> dict[str, str]:
+    return {"git.commit": commit, "git.dirty": str(dirty)}
+
+
+@pytest.fixture(scope="module")
+def commits(tmp_path_factory):
+    """Experiments whose runs carry git tags (start one minute apart from 2026-01-01, each runs
+    30 s): `one_commit` (3 runs at C1; the sweep parent and a FAILED run at C2 do not count),
+    `two_commits` (full at C1, scratch at C2), `dirty` (3 runs at C1, one from a dirty tree),
+    `ranked` (resnet18 and vit_tiny fine-tuned at C1, scored by rank runs made at C2)."""
+    folder = tmp_path_factory.mktemp("commits")
+    (folder / "outputs").mkdir()
+    uri = store_uri(folder)
+    client = MlflowClient(uri)
+    artifacts = (folder / "outputs" / "mlartifacts").as_uri()
+    ids = {}
+
+    def sweep(name, jobs):
+        exp = client.create_experiment(name, artifact_location=artifacts)
+        parent = client.create_run(exp, start_time=JAN_1, tags={"kind": "sweep", **_tags(C2)})
+        parent = parent.info.run_id
+        ids[name] = []
+        for i, (freeze, seed, tags, status, *backbone) in enumerate(jobs):
+            start = JAN_1 + 60_000 * i
+            run = _run(client, exp, freeze=freeze, fraction="1.0", seed=seed, parent=parent,
+                       start=start, end=start + 30_000, tags=tags, status=status,
+                       backbone=backbone[0] if backbone else "resnet18")
+            if status == "FINISHED":
+                ids[name].append(run)
+        client.set_terminated(parent, end_time=JAN_1 + 3_600_000)
+        return exp
+
+    sweep("one_commit", [("full", s, _tags(C1), "FINISHED") for s in SEEDS]
+          + [("full", 3, _tags(C2), "FAILED")])
+    sweep("two_commits", [(f, s, _tags(c), "FINISHED") for f, c in (("full", C1), ("scratch", C2))
+                          for s in SEEDS])
+    sweep("dirty", [("full", s, _tags(C1, dirty=s == 2), "FINISHED") for s in SEEDS])
+    exp = sweep("ranked", [("full", s, _tags(C1), "FINISHED", b) for b in ("resnet18", "vit_tiny")
+                           for s in SEEDS])
+    for backbone, score in (("resnet18", 2.0), ("vit_tiny", 1.0)):
+        run = client.create_run(exp, start_time=JAN_1 + 600_000, tags={
+            "kind": "rank", "choice.backbone": backbone, **_tags(C2)}).info.run_id
+        client.log_batch(run, params=[Param("backbone.name", backbone),
+                                      Param("data.fraction", "1.0")],
+                         metrics=[Metric("rank/logme", score, 0, 0)])
+        client.set_terminated(run, end_time=JAN_1 + 630_000)
+        ids["ranked"].append(run)
+    return {"uri": uri, "folder": folder, "ids": ids}
+
+
+def _digest(run_ids) -> str:
+    """What a reader runs to check the footer: `sort ids.txt | sha256sum`, 12 digits."""
+    return hashlib.sha256("".join(f"{r}\n" for r in sorted(run_ids)).encode()).hexdigest()[:12]
+
+
+def _report(capsys, commits, *args, rows="freeze"):
+    code = cli.main(["report", "--uri", commits["uri"], "--rows", rows, "--min-n", "1", *args])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out.out, out.err
+
+
+def _footer(text: str) -> str:
+    assert text.count(BEGIN) == 1 and text.endswith(END + "\n")  # one footer, last
+    return text[text.index("\n---\n" + BEGIN):]
+
+
+def test_out_writes_a_footer_naming_the_command_the_runs_and_the_commits(capsys, commits,
+                                                                         tmp_path):
+    path = tmp_path / "report.md"
+    out, err = _report(capsys, commits, "--experiment", "one_commit", "--out", str(path))
+    text = path.read_text()
+    assert text.startswith(out) and "Provenance" not in out  # stdout: the table only
+    footer = _footer(text)
+    assert text == out + footer
+    command = (f"xferlab report --uri {commits['uri']} --rows freeze --min-n 1 --experiment "
+               f"one_commit --out {path}")
+    assert f"**Provenance.** Command: `{command}`." in footer
+    runs = commits["ids"]["one_commit"]
+    assert len(runs) == 3
+    assert f"Runs: 3 FINISHED runs (sha256 of the sorted run ids, one per line: " \
+           f"{_digest(runs)}) at commit c0ffee1 (3)," in footer
+    assert "decade2" not in footer  # the sweep parent and the FAILED run are not counted
+    assert "from 2026-01-01T00:00:00Z to 2026-01-01T00:02:30Z" in footer
+    assert f"MLflow experiment `one_commit` in {commits['uri']}." in footer
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # pytest runs in the checkout
+    written = re.search(r"Report written by xferlab at commit (\w+) \((clean|dirty) tree; "
+                        r"\*\.md and \*\.png not counted\) on (\S+)Z\.", footer)
+    assert written and written[1] == head
+    assert abs(datetime.fromisoformat(written[3]) - datetime.now(UTC).replace(tzinfo=None)
+               ) < timedelta(minutes=5)
+    assert "runs tabulated" not in err  # one clean commit: no warning
+
+
+def test_outside_a_git_checkout_the_footer_says_so_and_names_the_store_relative(
+        capsys, commits, monkeypatch):
+    monkeypatch.chdir(commits["folder"])  # a tmp folder, no git checkout above it
+    _report(capsys, commits, "--experiment", "one_commit", "--out", "tables/report.md")
+    footer = _footer((commits["folder"] / "tables" / "report.md").read_text())
+    assert "in sqlite:///outputs/mlflow.db." in footer  # no home folder in a committed report
+    assert "Report written by xferlab at no commit (not a git checkout) on " in footer
+
+
+@pytest.mark.parametrize(("experiment", "where", "counted", "at", "warned"), [
+    ("two_commits", [], 6, "commits c0ffee1 (3), decade2 (3)",
+     "the 6 runs tabulated come from 2 commits (c0ffee1 (3), decade2 (3))"),
+    ("dirty", [], 3, "commits c0ffee1 (2), c0ffee1 (dirty) (1)",
+     "the 3 runs tabulated include 1 made from a dirty tree (git.dirty=True)"),
+    ("two_commits", ["--where", "freeze=full"], 3, "commit c0ffee1 (3)", None),
+    ("one_commit", [], 3, "commit c0ffee1 (3)", None),
+], ids=["two commits", "dirty", "filtered to one commit", "one commit"])
+def test_runs_at_several_commits_or_from_a_dirty_tree_are_warned_about(
+        capsys, commits, tmp_path, experiment, where, counted, at, warned):
+    for out in ([], ["--out", str(tmp_path / "report.md")]):  # with and without --out
+        _, err = _report(capsys, commits, "--experiment", experiment, *where, *out)
+        lines = [line for line in err.splitlines() if "runs tabulated" in line]
+        if warned is None:
+            assert lines == []
+        else:
+            assert len(lines) == 1 and lines[0].startswith(f"xferlab: warning: {warned}")
+    footer = _footer((tmp_path / "report.md").read_text())
+    tabulated = commits["ids"][experiment][:counted]  # freeze=full: the first three
+    assert f"Runs: {counted} FINISHED runs (" in footer
+    assert f"{_digest(tabulated)}) at {at}," in footer
+
+
+def test_append_keeps_one_footer_last_listing_every_command(capsys, commits, tmp_path):
+    path = tmp_path / "report.md"
+    path.write_text("# A study\n\n## full\n")
+    first, _ = _report(capsys, commits, "--experiment", "two_commits", "--where", "freeze=full",
+                       "--out", str(path), "--append")
+    with path.open("a") as file:  # as run.sh writes a section between two tables
+        file.write("\n## scratch\n")
+    second, _ = _report(capsys, commits, "--experiment", "two_commits", "--where",
+                        "freeze=scratch", "--out", str(path), "--append")
+    text = path.read_text()
+    footer = _footer(text)
+    body = text.removesuffix(footer)
+    assert body == f"# A study\n\n## full\n\n{first}\n## scratch\n\n{second}"
+    assert footer.count("Command: ") == 2 and footer.count("**Provenance.**") == 1
+    full, scratch = commits["ids"]["two_commits"][:3], commits["ids"]["two_commits"][3:]
+    assert footer.index("freeze=full --out") < footer.index("freeze=scratch --out")
+    assert f"{_digest(full)}) at commit c0ffee1 (3)," in footer
+    assert f"{_digest(scratch)}) at commit decade2 (3)," in footer
+    # without --append the file is replaced: one table, one command
+    _report(capsys, commits, "--experiment", "one_commit", "--out", str(path))
+    assert _footer(path.read_text()).count("Command: ") == 1
+
+
+def test_latex_gets_the_footer_as_comments_and_csv_none(capsys, commits, tmp_path):
+    out, _ = _report(capsys, commits, "--experiment", "one_commit", "--out",
+                     str(tmp_path / "t.tex"))
+    comments = (tmp_path / "t.tex").read_text().removeprefix(out).splitlines()
+    assert comments[0] == "% Provenance." and all(c.startswith("% ") for c in comments)
+    assert any(_digest(commits["ids"]["one_commit"]) in c for c in comments)
+    out, _ = _report(capsys, commits, "--experiment", "one_commit", "--out",
+                     str(tmp_path / "t.csv"))
+    assert (tmp_path / "t.csv").read_text() == out
+
+
+def test_rank_report_footer_counts_the_rank_runs_too(capsys, commits, tmp_path):
+    path = tmp_path / "rank.md"
+    _, err = _report(capsys, commits, "--experiment", "ranked", "--rank", "--out", str(path),
+                     rows="backbone")
+    footer = _footer(path.read_text())
+    assert (f"Runs: 8 FINISHED runs, 2 of them rank runs (sha256 of the sorted run ids, one per "
+            f"line: {_digest(commits['ids']['ranked'])}) at commits c0ffee1 (6), decade2 (2),"
+            in footer)
+    assert "come from 2 commits" in err  # scores made at another commit than the fine-tuning

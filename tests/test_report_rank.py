@@ -15,7 +15,8 @@ from tests.conftest import store_uri, xferlab
 from xferlab import cli
 
 # candidate (backbone group, backbone.pretrained) -> fine-tuned test/acc at data.fraction 0.1, 1.0
-ACC = {("resnet_tiny", "source:glyphs"): (0.90, 0.95), ("resnet_tiny", "source:letters"): (0.80, 0.85),
+ACC = {("resnet_tiny", "source:glyphs"): (0.90, 0.95),
+       ("resnet_tiny", "source:letters"): (0.80, 0.85),
        ("resnet_tiny", "none"): (0.60, 0.80), ("vit_tiny", "none"): (0.70, 0.75),
        ("vit_tiny", "timm"): (0.50, 0.55)}  # the last one was never ranked
 FRACTIONS = ("0.1", "1.0")
@@ -72,7 +73,7 @@ def store(tmp_path_factory):
                                     for name in ("study", "untuned", "per_fraction"))
     start = 1_700_000_000_000
     for i, (candidate, accs) in enumerate(ACC.items()):
-        for fraction, value in zip(FRACTIONS, accs):
+        for fraction, value in zip(FRACTIONS, accs, strict=True):
             for seed, noise in SEEDS.items():
                 start += 1000_000
                 _finetuned(client, study, candidate, fraction, seed, start, value + noise)
@@ -106,7 +107,8 @@ def test_rank_report_sets_scores_beside_fine_tuned_results_with_tau(store):
     out = xferlab("report", "--experiment", "study", "--rows", ROWS, "--cols", "data.fraction",
                   "--rank", "--min-n", "2", "--out", str(out_file), cwd=store)
     assert out.returncode == 0, out.stderr
-    assert out_file.read_text() == out.stdout
+    written = out_file.read_text()  # the table, then its provenance footer
+    assert written.startswith(out.stdout) and "**Provenance.**" in written[len(out.stdout):]
 
     table = _table(out.stdout, "### test/acc after fine-tuning")
     assert table[0] == ["backbone", "backbone.pretrained", "test/acc · data.fraction=0.1",

@@ -23,6 +23,7 @@ def user_error(message: str) -> int:
 
 
 def report(args: list[str]) -> int:
+    import shlex
     from pathlib import Path
 
     def keys(text: str) -> list[str]:
@@ -58,7 +59,13 @@ def report(args: list[str]) -> int:
     parser.add_argument("--format", choices=["md", "latex", "csv"],
                         help="default: from --out's suffix (.md, .tex, .csv), else md")
     parser.add_argument("--out", type=Path, metavar="PATH",
-                        help="also write the table to this file")
+                        help="also write the table to this file, with its provenance below it "
+                        "(the command, the runs and their commits, the store, the report's "
+                        "commit and date; LaTeX: as comments, CSV: none)")
+    parser.add_argument("--append", action="store_true",
+                        help="add the table to the end of --out (.md) instead of replacing it: "
+                        "a report of several tables; its one provenance footer moves below "
+                        "and lists every command")
     parser.add_argument("--plot", type=Path, metavar="PATH",
                         help="PNG: the metric against a numeric column key")
     parser.add_argument("--digits", type=int, default=3, metavar="N",
@@ -78,6 +85,8 @@ def report(args: list[str]) -> int:
 
     fmt = opts.format or next((f for f, suffix in report.SUFFIXES.items()
                                if opts.out and opts.out.suffix == suffix), "md")
+    if opts.append and (opts.out is None or fmt != "md"):
+        return user_error("--append adds a table to a Markdown report: give --out PATH.md")
     if opts.rank:
         written = f"--format {fmt}" if opts.format else f"--out {opts.out} (give a .md path)"
         unsupported = [flag for flag, given in (
@@ -93,6 +102,7 @@ def report(args: list[str]) -> int:
                      "min_n": opts.min_n, "ignore": opts.ignore,
                      "since": report.parse_since(opts.since) if opts.since else None}
         figure = None
+        table: report.Report | report.RankReport
         if opts.rank:  # scores beside fine-tuned results, and Kendall τ between them
             from xferlab import scores
 
@@ -110,15 +120,27 @@ def report(args: list[str]) -> int:
         return user_error(str(err))
     text = texts[fmt]
     print(text, end="")
-    for warning in table.warnings:
+    mixed = report.mixed_code(table)
+    for warning in [*table.warnings, *([mixed] if mixed else [])]:
         print(f"xferlab: warning: {warning}", file=sys.stderr)
-    for path, write in ((opts.out, lambda p: p.write_text(text)),
-                        (opts.plot, lambda p: figure.savefig(p, dpi=200))):
+
+    def write_out(path: Path) -> None:
+        before = path.read_text() if opts.append and path.is_file() else None
+        command = shlex.join(["xferlab", "report", *args])  # as typed; passwords masked
+        path.write_text(report.with_provenance(text, fmt, table, command=command,
+                                               uri=store.tracking_uri, before=before))
+
+    def write_plot(path: Path) -> None:
+        assert figure is not None  # made above whenever --plot is given
+        figure.savefig(path, dpi=200)
+
+    for path, write in ((opts.out, write_out), (opts.plot, write_plot)):
         if path:
             path.parent.mkdir(parents=True, exist_ok=True)
             write(path)
             print(f"wrote {path}", file=sys.stderr)
     if opts.log:
+        assert isinstance(table, report.Report)  # --rank refuses --log above
         parent = report.log(store, table, texts, figure)
         print(f"logged the report to run {parent} (artifacts report/)", file=sys.stderr)
     return 0
@@ -232,17 +254,3 @@ def _when(seconds: int) -> str:
 
     return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
 
-
-def warn_stale(uri: str | None, experiment: str) -> None:
-    """One warning line when the experiment holds runs whose process died while RUNNING."""
-    import logging
-
-    from mlflow.tracking import MlflowClient
-
-    from xferlab import tracking
-
-    uri = tracking.resolve_uri(uri)
-    if not tracking.store_exists(uri):
-        return  # a store that does not exist yet holds nothing stale (and is not created here)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    tracking.warn_stale(MlflowClient(uri), experiment)

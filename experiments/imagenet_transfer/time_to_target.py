@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from xferlab.tracking import resolve_uri
 
 ORDER = ["scratch", "linear_probe", "last_k", "lp_ft", "full"]
-MARKERS = dict(zip(ORDER, "osD^v"))
+MARKERS = dict(zip(ORDER, "osD^v", strict=True))
 
 
 def curves(client: MlflowClient, experiment: str, where: dict[str, str], fraction: float):

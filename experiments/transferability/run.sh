@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The transferability study: 8 candidate sources, all built by xferlab, scored by `xferlab rank`
 # and fine-tuned on digits at 5% and 25% with 3 seeds; `xferlab report --rank` gives the tau.
-# Run from the repository root: bash experiments/transferability/run.sh
+# Run from the repository root: bash experiments/transferability/run.sh [--report-only]
 set -euo pipefail
 EXP=tracking.experiment=transferability
 LETTERS=ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
@@ -10,13 +10,19 @@ RESNET18_SOURCES=(backbone=resnet18 "backbone.source_overrides=[\"trainer.max_st
 SMALL_ARCHS=(backbone=resnet_tiny,vit_tiny backbone.pretrained=source:glyphs)
 RANDOM_INIT=(backbone=resnet18 backbone.pretrained=none)
 
-for candidates in RESNET18_SOURCES SMALL_ARCHS RANDOM_INIT; do
-  declare -n set=$candidates
-  # scoring first: it builds every source the candidates need, once
-  xferlab rank "${set[@]}" data=digits data.fraction=0.05,0.25 trainer.threads=2 $EXP
-  xferlab train -m experiment=glyph_digits freeze=full "${set[@]}" data.fraction=0.05,0.25 seed=0,1,2 $EXP
-done
+XL=${XL:-xferlab}
 
-xferlab report --experiment transferability --rank --cols data.fraction --min-n 3 \
+if [[ "${1:-}" != --report-only ]]; then  # --report-only: the report from the stored runs
+  for candidates in RESNET18_SOURCES SMALL_ARCHS RANDOM_INIT; do
+    declare -n set=$candidates
+    # scoring first: it builds every source the candidates need, once
+    $XL rank "${set[@]}" data=digits data.fraction=0.05,0.25 trainer.threads=2 $EXP
+    $XL train -m experiment=glyph_digits freeze=full "${set[@]}" data.fraction=0.05,0.25 \
+      seed=0,1,2 $EXP
+  done
+fi
+
+# --out writes the tables and, below them, their provenance (command, runs, commits, dates)
+$XL report --experiment transferability --rank --cols data.fraction --min-n 3 \
   --rows backbone,backbone.pretrained,backbone.source_overrides \
   --out experiments/transferability/report.md

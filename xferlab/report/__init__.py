@@ -18,13 +18,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from xferlab import tracking
-from xferlab.report import _rank, _runs, _stats
+from xferlab.report import _provenance, _rank, _runs, _stats
 from xferlab.report._rank import RankReport, rank_markdown
 from xferlab.report._render import csv, latex, markdown, plot
 from xferlab.report._runs import DERIVED, UNSET, ReportError, parse_since, same_value
 
 __all__ = ["SUFFIXES", "RankReport", "Report", "ReportError", "client", "csv", "latex", "log",
-           "make", "markdown", "parse_since", "plot", "rank", "rank_markdown"]
+           "make", "markdown", "mixed_code", "parse_since", "plot", "rank", "rank_markdown",
+           "with_provenance"]
 
 SUFFIXES = {"md": ".md", "latex": ".tex", "csv": ".csv"}  # format -> file suffix
 
@@ -46,6 +47,7 @@ class Report:
     parents: list[str | None]  # the parent run of each sweep the runs belong to (None: no sweep)
     warnings: list[str]
     values: pd.DataFrame  # one line per run counted: its keys' labels, `value`, `seconds` it ran
+    sources: pd.DataFrame  # the runs counted, for provenance: start/end, git commit and dirty
 
     def sweep_parent(self) -> str:
         """The parent run of the one sweep all runs belong to (where `--log` writes)."""
@@ -115,7 +117,7 @@ def make(store: MlflowClient, experiment: str, *, rows: Sequence[str], cols: Seq
                   paired=paired, baseline=baseline, runs=len(runs),
                   parents=list(dict.fromkeys(p if isinstance(p, str) else None
                                              for p in runs["parent"])),
-                  warnings=warnings, values=tidy)
+                  warnings=warnings, values=tidy, sources=_provenance.sources(runs))
 
 
 def rank(store: MlflowClient, experiment: str, *, taus: dict[str, Callable],
@@ -163,7 +165,7 @@ def _sorted(table: pd.DataFrame, rank: dict[str, dict[str, int]]) -> pd.DataFram
 def _labels(table: pd.DataFrame, keys: list[str],
             rank: dict[str, dict[str, int]]) -> list[tuple[str, ...]]:
     found = set(table[keys].itertuples(index=False, name=None))
-    return sorted(found, key=lambda labels: [rank[k][v] for k, v in zip(keys, labels)])
+    return sorted(found, key=lambda labels: [rank[k][v] for k, v in zip(keys, labels, strict=True)])
 
 
 def _baseline(paired_vs: str, rows: list[str],
@@ -188,3 +190,24 @@ def log(store: MlflowClient, report: Report, texts: dict[str, str], figure=None)
     if figure is not None:
         store.log_figure(parent, figure, f"report/{stem}.png")
     return parent
+
+
+def mixed_code(table: Report | RankReport) -> str | None:
+    """A warning when the runs a table counts were made at several commits or from a dirty
+    tree (their git.commit and git.dirty tags), else None."""
+    return _provenance.warning(table.sources)
+
+
+def with_provenance(text: str, fmt: str, table: Report | RankReport, *, command: str, uri: str,
+                    before: str | None = None) -> str:
+    """The file `--out` writes: the rendered table and, below it, its provenance footer (the
+    command, its runs, their commits, the store, the report's own commit and date). Markdown
+    gets the footer block (with `before`, an existing report, its footer moves below `text`
+    and lists every command), LaTeX comment lines, CSV nothing."""
+    if fmt == "csv":
+        return text
+    experiment = table.finetuned.experiment if isinstance(table, RankReport) else table.experiment
+    entry = _provenance.entry(command, table.sources, experiment, uri)
+    if fmt == "latex":
+        return text + _provenance.latex(entry)
+    return _provenance.attach(text, entry, before)

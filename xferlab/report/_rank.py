@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from xferlab.report import _runs, _stats
+from xferlab.report import _provenance, _runs, _stats
 from xferlab.report._render import md_row
 from xferlab.report._runs import UNSET, ReportError, is_number
 
@@ -35,11 +35,12 @@ class RankReport:
     tau_names: list[str]
     rank_runs: int
     warnings: list[str]
+    sources: pd.DataFrame  # the fine-tuned and rank runs counted, for provenance
 
     def rank_cell(self, row: Labels, col: Labels) -> dict | None:
         """The scores of a candidate beside a fine-tuned column (None: no rank run)."""
         keys = self.finetuned.cols
-        part = tuple(v for k, v in zip(keys, col) if k in self.matched)
+        part = tuple(v for k, v in zip(keys, col, strict=True) if k in self.matched)
         return self.ranked.get((norm(row), norm(part)))
 
 
@@ -74,7 +75,7 @@ def build(store: MlflowClient, finetuned: Report, *, where: Sequence[str], ignor
         except ReportError:  # not logged by the rank runs
             column = None
         values = _runs.ordered(runs[column].fillna(UNSET)) if column else []
-        if len(values) > 1:
+        if column and len(values) > 1:  # (more than one value: a column)
             columns[key] = column
             matched.append(key)
             continue
@@ -91,7 +92,7 @@ def build(store: MlflowClient, finetuned: Report, *, where: Sequence[str], ignor
     ranked = {}
     for labels, group in tidy.groupby(list(columns), sort=False):
         line = runs.loc[group.index]
-        cell = {"n": len(line)}
+        cell: dict[str, float] = {"n": len(line)}
         features = line.get("metrics.time/features_s", 0)
         for score in scores:
             own = f"metrics.time/{score.removeprefix('rank/')}_s"
@@ -100,7 +101,8 @@ def build(store: MlflowClient, finetuned: Report, *, where: Sequence[str], ignor
         ranked[(norm(labels[:len(rows)]), norm(labels[len(rows):]))] = cell
     report = RankReport(
         finetuned=finetuned, scores=scores, matched=matched, candidates=[], ranked=ranked,
-        taus=pd.DataFrame(), tau_names=list(taus), rank_runs=len(runs), warnings=warnings)
+        taus=pd.DataFrame(), tau_names=list(taus), rank_runs=len(runs), warnings=warnings,
+        sources=pd.concat([finetuned.sources, _provenance.sources(runs, kind="rank")]))
     _candidates(report, tidy, rows)
     report.taus = _taus(report, taus)
     return report
@@ -146,7 +148,7 @@ def _candidates(report: RankReport, tidy: pd.DataFrame, rows: list[str]) -> None
     ft = report.finetuned
     metric = ft.metric
     with_ft = {norm(r): r for r in ft.row_labels}
-    with_rank = {}
+    with_rank: dict[Labels, Labels] = {}
     for labels in tidy[rows].itertuples(index=False, name=None):
         with_rank.setdefault(norm(labels), labels)
     if not set(with_ft) & set(with_rank):
@@ -159,10 +161,10 @@ def _candidates(report: RankReport, tidy: pd.DataFrame, rows: list[str]) -> None
     unranked = [col for col in _col_labels(ft)
                 if all(report.rank_cell(row, col) is None for row in ft.row_labels)]
     for col in unranked:  # one line for the column, not one per candidate
-        at = ", ".join(f"{k}={v}" for k, v in zip(ft.cols, col))
+        at = ", ".join(f"{k}={v}" for k, v in zip(ft.cols, col, strict=True))
         report.warnings.append(f"no rank run at {at}: no τ there")
     for row in report.candidates:
-        name = "candidate " + ", ".join(f"{k}={v}" for k, v in zip(rows, row))
+        name = "candidate " + ", ".join(f"{k}={v}" for k, v in zip(rows, row, strict=True))
         if norm(row) not in with_rank:
             report.warnings.append(f"{name} has no rank run: left out of τ")
         elif norm(row) not in with_ft:
@@ -170,7 +172,7 @@ def _candidates(report: RankReport, tidy: pd.DataFrame, rows: list[str]) -> None
                                    "left out of τ")
         else:
             for col in (c for c in _col_labels(ft) if c not in unranked):
-                at = ", ".join(f"{k}={v}" for k, v in zip(ft.cols, col))
+                at = ", ".join(f"{k}={v}" for k, v in zip(ft.cols, col, strict=True))
                 if row + col not in found:
                     report.warnings.append(f"{name} has no fine-tuned run at {at}: left out "
                                            "of τ there")
@@ -189,15 +191,16 @@ def _taus(report: RankReport, taus: dict[str, Callable]) -> pd.DataFrame:
                for labels, group in ft.values.groupby(ft.rows + ft.cols, sort=False)}
     lines = []
     for col in _col_labels(ft):
-        both = [(row, cells[row + col], report.rank_cell(row, col)) for row in ft.row_labels
-                if row + col in cells and report.rank_cell(row, col) is not None]
+        both = [(row, cells[row + col], ranked) for row in ft.row_labels
+                if row + col in cells and (ranked := report.rank_cell(row, col)) is not None]
         tuned = [seconds[row + col] for row, _, _ in both]
         for score in report.scores:
             pairs = [(c["mean"], r[score], r[f"time {score}"]) for _, c, r in both
                      if not np.isnan(r[score])]
-            results, values, spent = (np.array(v, dtype=float) for v in zip(*pairs)) if pairs \
-                else (np.array([]),) * 3
-            lines.append({**dict(zip(ft.cols, col)), "score": score,
+            results, values, spent = (
+                (np.array(v, dtype=float) for v in zip(*pairs, strict=True)) if pairs
+                else (np.array([]),) * 3)
+            lines.append({**dict(zip(ft.cols, col, strict=True)), "score": score,
                           **{name: fn(values, results) for name, fn in taus.items()},
                           "n": len(pairs), "score_s": _mean(spent), "tune_s": _mean(tuned)})
     return pd.DataFrame(lines)
@@ -222,10 +225,11 @@ def rank_markdown(report: RankReport, digits: int = 3) -> str:
     cols = _col_labels(ft)
 
     def at(col: Labels, keys: list[str]) -> str:
-        shown = [f"{k}={v}" for k, v in zip(ft.cols, col) if k in keys]
+        shown = [f"{k}={v}" for k, v in zip(ft.cols, col, strict=True) if k in keys]
         return f" · {', '.join(shown)}" if shown else ""
 
-    heads, cells = list(ft.rows), []
+    heads = list(ft.rows)
+    cells: list[Callable[..., str]] = []  # each: a row's labels -> its text in the column
     for col in cols:
         heads.append(f"{ft.metric}{at(col, ft.cols)}")
         cells.append(lambda row, col=col: _tuned(ft, row, col, digits))

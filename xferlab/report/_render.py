@@ -114,7 +114,7 @@ def _grid(report: Report, table: pd.DataFrame,
 
 def _md_table(report: Report, table: pd.DataFrame, cell: Cell,
               skip: tuple[str, ...] | None = None) -> list[str]:
-    heads = [*report.rows, *(", ".join(f"{k}={v}" for k, v in zip(report.cols, col))
+    heads = [*report.rows, *(", ".join(f"{k}={v}" for k, v in zip(report.cols, col, strict=True))
                              for col in report.col_labels)] if report.cols else [
         *report.rows, report.metric]
     lines = [md_row(heads), "|" + "---|" * len(report.rows) + "--:|" * len(report.col_labels)]
@@ -178,4 +178,5 @@ def _tex_diff(c: dict, digits: int) -> str:
 
 
 def _baseline(report: Report) -> str:
-    return ", ".join(f"{k}={v}" for k, v in zip(report.rows, report.baseline))
+    assert report.baseline is not None  # called for the paired table only, which has one
+    return ", ".join(f"{k}={v}" for k, v in zip(report.rows, report.baseline, strict=True))

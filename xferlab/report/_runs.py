@@ -84,7 +84,8 @@ def frame(runs: list) -> pd.DataFrame:
 
 
 def search(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
-    runs, token = [], None
+    runs: list = []
+    token = None
     while True:
         page = client.search_runs([experiment_id], filter_string, max_results=1000,
                                   page_token=token)

@@ -31,7 +31,7 @@ def summarize(values: np.ndarray) -> dict[str, float]:
 
 def cells(tidy: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """One line per combination of the keys' values that has runs: the summary of `value`."""
-    lines = [{**dict(zip(keys, labels)), **summarize(group["value"].to_numpy())}
+    lines = [{**dict(zip(keys, labels, strict=True)), **summarize(group["value"].to_numpy())}
              for labels, group in tidy.groupby(keys, sort=False)]
     return pd.DataFrame(lines, columns=[*keys, *SUMMARY])
 
@@ -48,7 +48,8 @@ def paired(tidy: pd.DataFrame, rows: list[str], cols: list[str], seeds: list[str
     for labels, group in tidy[~is_base].groupby([*rows, *cols], sort=False):
         diffs = (group.groupby(pair_on)["value"].mean() - base).dropna()
         if len(diffs):
-            lines.append({**dict(zip([*rows, *cols], labels)), **summarize(diffs.to_numpy())})
+            lines.append({**dict(zip([*rows, *cols], labels, strict=True)),
+                          **summarize(diffs.to_numpy())})
     return pd.DataFrame(lines, columns=[*rows, *cols, *SUMMARY])
 
 
