@@ -2,10 +2,12 @@
 
 For resnet50 and vit_small_patch16_224 at 224×224 (RGB, batch 64, AdamW, random weights: the
 speed does not depend on them), both loops from `loop_overhead.py` run with bf16 autocast and
-channels_last, alternating; the FLOPs of one training step come from torch's FlopCounterMode.
-For a lent GPU machine, not CI. Prints one `RESULT gpu ...` line per model.
+channels_last, alternating (ABBA) --repeats times after one untimed run of each; the FLOPs of
+one training step come from torch's FlopCounterMode. For a lent GPU machine, not CI. Prints one
+`RESULT gpu ratio=<xferlab / minimal img/s> ci=[lo,hi] ...` line per model (the geometric mean
+of the per-pair ratios with its 95% interval; throughputs are medians).
 
-    python experiments/benchmarks/gpu.py [--steps 50] [--repeats 3] [--batch 64]
+    python experiments/benchmarks/gpu.py [--steps 50] [--repeats 5] [--batch 64]
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from _bench import result
+from _bench import median, ratio, result
 from loop_overhead import Setup, build, compare
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -36,7 +38,7 @@ def step_flops(s: Setup) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -45,13 +47,14 @@ def main() -> None:
     for name in MODELS:
         s = Setup(name, args.steps, args.batch, device=torch.device("cuda"), bf16=True,
                   in_chans=3, size=224)
-        rates = compare(s, args.repeats)
+        samples = compare(s, args.repeats)
+        rates = {variant: median(samples, variant) for variant in ("xferlab", "minimal")}
         per_image = step_flops(s) / args.batch
-        result("gpu", rates["xferlab"] / rates["minimal"], model=name,
+        result("gpu", ratio(samples["xferlab"], samples["minimal"]), model=name,
                xferlab_img_s=rates["xferlab"], minimal_img_s=rates["minimal"],
                xferlab_tflops=per_image * rates["xferlab"] / 1e12,
                minimal_tflops=per_image * rates["minimal"] / 1e12, batch=args.batch,
-               device=torch.cuda.get_device_name().replace(" ", "_"))
+               repeats=args.repeats, device=torch.cuda.get_device_name().replace(" ", "_"))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,19 @@
 """loop_overhead: xferlab's training loop vs a minimal hand-written PyTorch loop.
 
-Same timm model, data, batch, optimizer and schedule; the two variants alternate (interleaved
-repeats) and the median throughput of each is compared, so the ratio holds on a noisy machine.
-Prints `RESULT loop_overhead ratio=<xferlab / minimal> ...` (target: >= 0.95).
-`gpu.py` runs the same two loops on CUDA in bf16.
+Same timm model (built afresh, same seed, for every measurement), data, batch, optimizer and
+schedule. xferlab's side is `engine.fit` for one epoch of --steps steps, its fixed costs
+included (a one-batch validation pass, copying the best weights); the minimal side is the
+steps alone. After one untimed run of each, the two alternate (ABBA: neither always runs
+first) until the ratio's 95% interval is narrower than --margin (0.05: the target is >= 0.95),
+at least --min-repeats and at most --repeats pairs, stopping before --budget-s. Prints
 
-    python experiments/benchmarks/loop_overhead.py [--model resnet18] [--steps 30] [--repeats 5]
+    RESULT loop_overhead ratio=<xferlab / minimal img/s> ci=[lo,hi] ...
+
+the ratio the geometric mean of the per-pair ratios with its 95% interval, and the median
+throughputs. `gpu.py` runs the same two loops on CUDA in bf16.
+
+    python experiments/benchmarks/loop_overhead.py [--model resnet18] [--steps 30] [--batch 64]
+        [--repeats 40] [--min-repeats 5] [--budget-s 200] [--margin 0.05]
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from dataclasses import dataclass
 import timm
 import torch
 import torch.nn.functional as F
-from _bench import interleaved, result
+from _bench import interleaved, median, narrower_than, ratio, result
 
 from xferlab import engine, freezing, heads, optim
 
@@ -93,15 +101,21 @@ def minimal_loop(s: Setup, images, labels) -> float:
     return s.steps * s.batch / (time.perf_counter() - started)
 
 
-def compare(s: Setup, repeats: int) -> dict[str, float]:
-    """Median img/s of both loops on the same random uint8 data."""
+def compare(s: Setup, repeats: int, *, min_repeats: int | None = None,
+            budget_s: float | None = None, margin: float | None = None) -> dict[str, list[float]]:
+    """img/s of both loops on the same random uint8 data, pair by pair, after one untimed
+    run of each (allocator, kernels, caches)."""
     images = torch.randint(0, 256, (s.steps * s.batch, s.in_chans, s.size, s.size),
                            dtype=torch.uint8)
     if s.device.type == "cuda":
         images = images.pin_memory()
     labels = torch.randint(0, 10, (len(images),))
-    return interleaved({"xferlab": lambda: xferlab_loop(s, images, labels),
-                        "minimal": lambda: minimal_loop(s, images, labels)}, repeats)
+    variants = {"xferlab": lambda: xferlab_loop(s, images, labels),
+                "minimal": lambda: minimal_loop(s, images, labels)}
+    for warm_up in variants.values():
+        warm_up()
+    return interleaved(variants, repeats, min_repeats=min_repeats, budget_s=budget_s,
+                       enough=narrower_than(margin, "xferlab", "minimal") if margin else None)
 
 
 def main() -> None:
@@ -109,12 +123,18 @@ def main() -> None:
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=40, help="pairs, at most")
+    parser.add_argument("--min-repeats", type=int, default=5)
+    parser.add_argument("--budget-s", type=float, default=200)
+    parser.add_argument("--margin", type=float, default=0.05)
     args = parser.parse_args()
-    rates = compare(Setup(args.model, args.steps, args.batch), args.repeats)
-    result("loop_overhead", rates["xferlab"] / rates["minimal"], xferlab_img_s=rates["xferlab"],
-           minimal_img_s=rates["minimal"], model=args.model, batch=args.batch, steps=args.steps,
-           repeats=args.repeats, threads=torch.get_num_threads())
+    rates = compare(Setup(args.model, args.steps, args.batch), args.repeats,
+                    min_repeats=args.min_repeats, budget_s=args.budget_s, margin=args.margin)
+    overhead = ratio(rates["xferlab"], rates["minimal"])
+    result("loop_overhead", overhead, xferlab_img_s=median(rates, "xferlab"),
+           minimal_img_s=median(rates, "minimal"), ci_narrower_than_margin=overhead.width
+           < args.margin, margin=args.margin, model=args.model, batch=args.batch,
+           steps=args.steps, repeats=overhead.n, threads=torch.get_num_threads())
 
 
 if __name__ == "__main__":

@@ -1,50 +1,79 @@
-"""sweep: a 12-job multirun grid of linear-probe runs, as a user runs it vs with the cache off.
+"""sweep: a linear-probe grid as a user runs it, with the feature cache (auto) vs without (off).
 
-`xferlab train -m experiment=demo freeze=linear_probe data.fraction=0.1,0.25,0.5,1.0
-seed=0,1,2` (joblib, two jobs at a time, 100 steps each) on the embedded default, wall time
-from launch to exit. Each repeat starts from an empty feature cache in a fresh project folder
-(the built sources are linked in), so "auto" pays for computing the features once per subset
-and reuses them across seeds and for the test split. The variants alternate; prints
-`RESULT sweep ratio=<off / auto> ...`.
+`xferlab train -m experiment=demo freeze=linear_probe data.fraction=0.1,0.5 seed=0,1,2`: the
+demo's runs (ImageNet EfficientNet-Lite0 on animal_mnist, 60 steps of 32 images, validated 3
+times; joblib, two single-threaded jobs at a time), 6 jobs, timed from launch to exit. Each
+sweep runs in a fresh project folder (an empty feature cache and store; the built sources
+linked in), so "auto" computes each subset's features once and reuses them across seeds,
+and the validation and test features across all jobs. The variants alternate (ABBA) --repeats
+times; prints
 
-    python experiments/benchmarks/sweep.py [--repeats 1] [overrides...]
+    RESULT sweep ratio=<off / auto> ci=[lo,hi] ...
+
+the ratio the geometric mean of the per-pair ratios with its 95% interval.
+
+It does not interleave repeats by default: one pair of sweeps takes minutes (an estimated 3 to
+4 on 2 idle cores), so the default is one pair and no interval (`ci=[n/a]`); `--repeats 3`
+gives one in about three times as long.
+
+    python experiments/benchmarks/sweep.py [--repeats 1] [--fractions 0.1,0.5] [--seeds 0,1,2]
+        [overrides...]
 """
 
 from __future__ import annotations
 
-import os
+import argparse
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _bench import arguments, interleaved, result
+from _bench import (
+    child_env,
+    ensure_sources,
+    interleaved,
+    median,
+    project,
+    ratio,
+    result,
+    tail,
+    xferlab,
+)
 
-GRID = ["-m", "experiment=demo", "freeze=linear_probe", "data.fraction=0.1,0.25,0.5,1.0",
-        "seed=0,1,2", "tracking.experiment=benchmarks"]
 
-
-def sweep(cache: str, overrides: list[str]) -> float:
-    with tempfile.TemporaryDirectory() as project:
-        (Path(project) / "outputs").mkdir()
-        (Path(project) / "outputs" / "sources").symlink_to(Path("outputs/sources").resolve())
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "xferlab.cli", "train", *GRID,
-                        f"trainer.feature_cache={cache}", "trainer.progress=false", *overrides],
-                       cwd=project, check=True, stdout=subprocess.DEVNULL,
-                       env={**os.environ, "PYTHONPATH": str(Path.cwd())})
-        return time.perf_counter() - started
+def sweep(grid: list[str], cache: str) -> float:
+    with project() as folder:
+        log = folder / "sweep.log"
+        with log.open("w") as out:
+            started = time.perf_counter()
+            done = subprocess.run(xferlab("train", *grid, f"trainer.feature_cache={cache}"),
+                                  cwd=folder, env=child_env(), stdout=out,
+                                  stderr=subprocess.STDOUT, check=False)
+            seconds = time.perf_counter() - started
+        if done.returncode:
+            sys.exit(f"the sweep with the cache {cache} failed:\n{tail(log)}")
+        return seconds
 
 
 def main() -> None:
-    args = arguments(__doc__, repeats=1)
-    subprocess.run([sys.executable, "-m", "xferlab.cli", "pretrain"], check=True,
-                   stdout=subprocess.DEVNULL)  # the source, built once outside the timings
-    times = interleaved({"off": lambda: sweep("off", args.overrides),
-                         "auto": lambda: sweep("auto", args.overrides)}, args.repeats)
-    result("sweep", times["off"] / times["auto"], off_s=times["off"], auto_s=times["auto"],
-           jobs=12, repeats=args.repeats)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--fractions", default="0.1,0.5")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("overrides", nargs="*", help="more xferlab train overrides")
+    args = parser.parse_args()
+    grid = ["-m", "experiment=demo", "freeze=linear_probe", f"data.fraction={args.fractions}",
+            f"seed={args.seeds}", "trainer.progress=false", "tracking.experiment=benchmarks",
+            *args.overrides]
+    jobs = len(args.fractions.split(",")) * len(args.seeds.split(","))
+    ensure_sources(grid, Path.cwd())  # a source, if the grid needs one, built outside the timings
+    if args.repeats < 2:
+        print("one pair of sweeps, not interleaved and without an interval: each takes minutes "
+              "(--repeats 3 for an interval)", file=sys.stderr)
+    samples = interleaved({"off": lambda: sweep(grid, "off"),
+                           "auto": lambda: sweep(grid, "auto")}, args.repeats)
+    result("sweep", ratio(samples["off"], samples["auto"]), off_s=median(samples, "off"),
+           auto_s=median(samples, "auto"), jobs=jobs, repeats=len(samples["off"]))
 
 
 if __name__ == "__main__":
