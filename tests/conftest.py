@@ -7,8 +7,12 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 REPO = Path(__file__).resolve().parents[1]
 # A shell that starts the tests in the background (`make test &`) makes them ignore SIGINT, and
@@ -50,6 +54,31 @@ def xferlab(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedPr
 
 def store_uri(folder: Path) -> str:
     return f"sqlite:///{folder / 'outputs' / 'mlflow.db'}"
+
+
+def experiment_runs(where: Path | str, experiment: str | None = "xferlab",
+                    filter_string: str = "") -> list[Run]:
+    """Every run of `experiment` (of every experiment when None), deleted ones too, newest first
+    as MLflow orders them; [] when the store or the experiment does not exist. `where` is a
+    project folder (its store is outputs/mlflow.db, see store_uri) or a tracking URI."""
+    from mlflow.entities import ViewType
+    from mlflow.store.tracking import SEARCH_MAX_RESULTS_THRESHOLD
+    from mlflow.tracking import MlflowClient
+
+    if isinstance(where, Path):
+        if not (where / "outputs" / "mlflow.db").exists():  # a client would create it
+            return []
+        where = store_uri(where)
+    client = MlflowClient(where)
+    if experiment is None:
+        ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    else:
+        found = client.get_experiment_by_name(experiment)
+        ids = [found.experiment_id] if found else []
+    if not ids:
+        return []
+    return list(client.search_runs(ids, filter_string, run_view_type=ViewType.ALL,
+                                   max_results=SEARCH_MAX_RESULTS_THRESHOLD))
 
 
 def start_train(folder: Path, *args: str) -> subprocess.Popen:

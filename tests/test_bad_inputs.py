@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tests._servers import free_port
-from tests.conftest import FAST, store_uri, xferlab
+from tests.conftest import FAST, experiment_runs, store_uri, xferlab
 
 TRAIN = ["train", *FAST]  # FAST picks backbone=resnet_tiny (timm's test_resnet)
 VIT = ["train", "backbone=vit_tiny", *FAST[1:]]
@@ -180,19 +180,6 @@ def outcomes(tmp_path_factory) -> tuple[dict[str, str], dict]:
         return names, {case_id: f.result() for case_id, f in futures.items()}
 
 
-def _runs(project: Path) -> list:
-    """Every run of every experiment in the project's store (none if it was never created)."""
-    if not (project / "outputs" / "mlflow.db").exists():
-        return []
-    from mlflow.entities import ViewType
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(store_uri(project))
-    experiments = client.search_experiments(view_type=ViewType.ALL)
-    return client.search_runs([e.experiment_id for e in experiments],
-                              run_view_type=ViewType.ALL)
-
-
 @pytest.mark.parametrize(("case_id", "args", "fragments"), CASES)
 def test_bad_input_exits_2_with_one_line_and_no_run(outcomes, case_id, args, fragments):
     names, results = outcomes
@@ -204,7 +191,7 @@ def test_bad_input_exits_2_with_one_line_and_no_run(outcomes, case_id, args, fra
     assert len(lines[0]) < 400, lines[0]  # one readable line, not a dump
     for fragment in fragments:
         assert fragment.format(**names) in lines[0]
-    runs = _runs(project)
+    runs = experiment_runs(project, None)  # of every experiment
     assert "RUNNING" not in [r.info.status for r in runs]
     assert runs == [], "bad input must not log a run that looks like a result"
     leftovers = [p for p in project.glob("outputs/**/*")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from xferlab.config import ConfigError, validate
-from xferlab.recipes.compose import CONF_DIR, compose, job_overrides, options
+from xferlab.launch.compose import CONF_DIR, compose, job_overrides, options
 
 # conf/hydra/launcher/ holds launcher configs, composed by tests/test_scaling.py (plugins needed)
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir()

@@ -55,7 +55,7 @@ def test_fraction_subsets_are_stratified_nested_and_keep_one_per_class():
     for small, large in itertools.pairwise(subsets):
         assert small < large
     assert subsets[-1] == set(range(len(LABELS)))
-    for fraction, subset in zip((0.01, 0.1, 0.5), subsets):
+    for fraction, subset in zip((0.01, 0.1, 0.5), subsets, strict=False):
         expected = [max(1, math.ceil(fraction * n)) for n in (3, 50, 200)]
         assert counts(LABELS[sorted(subset)]).tolist() == expected
 

@@ -11,9 +11,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import FAST, store_uri
-from xferlab import backbones, engine, features
-from xferlab.recipes import common, train
-from xferlab.recipes.compose import compose_with_choices
+from xferlab import backbones, engine, features, tracking
+from xferlab.launch.compose import compose_with_choices
+from xferlab.recipes import train
 
 
 @pytest.fixture
@@ -88,12 +88,13 @@ def test_a_write_killed_midway_leaves_no_valid_looking_entry(backbone, tmp_path)
         import os, signal, torch
         from pathlib import Path
         from xferlab import backbones, engine, features
+        from xferlab.backbones import _models
         def half_write(tensors, path, metadata=None):
             with open(path, "wb") as f:
                 f.write(b"x" * 1000)
                 f.flush()
             os.kill(os.getpid(), signal.SIGKILL)
-        backbones.save_file = half_write
+        _models.save_file = half_write  # what write_tensors calls
         torch.manual_seed(0)
         model, _ = backbones.create_backbone("test_resnet", pretrained="none", in_chans=1,
                                              image_size=16, drop_path_rate=0.0)
@@ -124,7 +125,7 @@ def _run(strategy: str, cache: str):
     overrides = [*FAST, f"freeze={strategy}", "trainer.epochs=3", "freeze.lp_epochs=2",
                  "data.fraction=0.3", f"trainer.feature_cache={cache}", "seed=5"]
     cfg, choices = compose_with_choices(overrides)
-    return train.train(cfg, common.Launch(choices=choices, overrides=overrides)).run_id
+    return train.train(cfg, tracking.Launch(choices=choices, overrides=overrides)).run_id
 
 
 @pytest.mark.parametrize("strategy", ["linear_probe", "lp_ft"])
@@ -151,6 +152,6 @@ def test_augmented_and_fine_tuned_runs_never_use_the_cache(project):
     for extra in (["freeze=linear_probe", "data.augment=light"], ["freeze=full"]):
         overrides = [*FAST, *extra]
         cfg, choices = compose_with_choices(overrides)
-        run_id = train.train(cfg, common.Launch(choices=choices, overrides=overrides)).run_id
+        run_id = train.train(cfg, tracking.Launch(choices=choices, overrides=overrides)).run_id
         assert "feature_cache" not in client.get_run(run_id).data.tags
     assert not (project / "outputs" / "cache" / "features").exists()

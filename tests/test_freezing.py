@@ -68,7 +68,8 @@ def expected_trainable(model, groups, plan) -> set[str]:
     norms = {f"{m}.{n}" for m, mod in model.named_modules() if "norm" in type(mod).__name__.lower()
              for n, _ in mod.named_parameters(recurse=False)}
     keep = {"bias": lambda n: n.endswith("bias"), "lora": lambda n: "lora_" in n,
-            "bias_norm": lambda n: n.endswith("bias") or n in norms, None: lambda n: True}[plan.only]
+            "bias_norm": lambda n: n.endswith("bias") or n in norms,
+            None: lambda n: True}[plan.only]
     last = len(groups) - 1
     return {name for i, g in enumerate(groups) for name, _ in g.params
             if plan.lr_scale[i] > 0 and (i == last or keep(name))}
@@ -167,7 +168,7 @@ def test_trainable_groups_per_epoch(strategy, expected):
     for epoch in range(5):
         plan = make_plan(strategy, len(groups), epoch, k=2, every=2, lp_epochs=2,
                          ft_lr_scale=0.1, decay=0.75, norms=False)
-        got.append([g.name for g, s in zip(groups, plan.lr_scale) if s > 0])
+        got.append([g.name for g, s in zip(groups, plan.lr_scale, strict=True) if s > 0])
         if strategy == "lp_ft" and epoch >= 2:
             assert plan.lr_scale == (0.1,) * 5 + (1.0,)
     assert got == expected

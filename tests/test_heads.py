@@ -43,7 +43,7 @@ def test_learn_scale_makes_the_scale_a_parameter_or_a_constant(learn):
 
 
 def test_unknown_kind_and_the_transfer_model():
-    with pytest.raises(ValueError, match="head.kind='svm' is not one of linear, mlp, cosine"):
+    with pytest.raises(ValueError, match=r"head\.kind='svm' is not one of linear, mlp, cosine"):
         head_from(OmegaConf.structured(HeadConfig), kind="svm")
     backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 16))
     model = TransferModel(backbone, head_from(OmegaConf.structured(HeadConfig)))

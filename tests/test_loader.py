@@ -17,11 +17,11 @@ from PIL import Image
 
 from tests.conftest import FAST, store_uri
 from tests.test_data import load, write_mnist
-from xferlab import backbones, engine, features
+from xferlab import backbones, engine, features, tracking
 from xferlab.data import DataError, LazyImages, _stream
 from xferlab.data._folders import lazy_split, to_split
-from xferlab.recipes import common, train
-from xferlab.recipes.compose import compose_with_choices
+from xferlab.launch.compose import compose_with_choices
+from xferlab.recipes import train
 
 
 def write_folder(root: Path, classes=("cat", "dog", "owl"), per_class: int = 20) -> Path:
@@ -45,7 +45,7 @@ def _run(project: Path, *extra: str) -> str:
     overrides = [*FAST, "data=image_folder", f"data.root={project / 'pets'}",
                  "data.image_size=16", "trainer.epochs=2", "trainer.batch_size=8", *extra]
     cfg, choices = compose_with_choices(overrides)
-    return train.train(cfg, common.Launch(choices=choices, overrides=overrides)).run_id
+    return train.train(cfg, tracking.Launch(choices=choices, overrides=overrides)).run_id
 
 
 def test_streamed_training_logs_the_metrics_of_the_in_memory_path(project):
@@ -133,7 +133,7 @@ def test_streamed_batches_equal_the_in_memory_ones(tmp_path):
         got = list(loop.batches(b.images, batches))
         assert len(got) == len(batches)
         assert all(torch.equal(x, a.images[idx]) and x.is_contiguous()  # NCHW, as in memory
-                   for x, idx in zip(got, batches))
+                   for x, idx in zip(got, batches, strict=True))
 
 
 def test_auto_streams_only_above_the_size_threshold(tmp_path, monkeypatch):

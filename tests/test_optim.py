@@ -34,14 +34,14 @@ def test_one_param_group_per_layer_group(name):
     assert len(params) == len({id(p) for p in params}) == len(list(model.parameters()))
     if name == "sgd":
         assert opt.param_groups[0]["nesterov"] and opt.param_groups[0]["momentum"] == 0.9
-    with pytest.raises(ValueError, match="optim.name='adam' is not one of adamw, sgd"):
+    with pytest.raises(ValueError, match=r"optim\.name='adam' is not one of adamw, sgd"):
         build_optimizer(groups, name="adam", lr=0.1, weight_decay=0.0, momentum=0.9)
 
 
 def test_set_lr_multiplies_base_schedule_and_lr_scale():
     _, groups = tiny()
     opt = build_optimizer(groups, name="adamw", lr=0.1, weight_decay=0.0, momentum=0.9)
-    for g, scale in zip(opt.param_groups, (0.0, 0.5, 1.0)):
+    for g, scale in zip(opt.param_groups, (0.0, 0.5, 1.0), strict=True):
         g["lr_scale"] = scale
     set_lr(opt, 0.1, 0.5)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.0, 0.025, 0.05])
@@ -63,8 +63,8 @@ def test_cosine_with_warmup_endpoints():
 def test_constant_schedule_and_unknown_names():
     assert [lr_factor(s, 10, name="constant", warmup_frac=0.2, min_lr_ratio=0.0)
             for s in (0, 1, 2, 9)] == [0.5, 1.0, 1.0, 1.0]
-    assert SCHEDULES == ("cosine", "constant")
-    with pytest.raises(ValueError, match="sched.name='step'"):
+    assert tuple(SCHEDULES) == ("cosine", "constant")
+    with pytest.raises(ValueError, match=r"sched\.name='step'"):
         lr_factor(0, 10, name="step", warmup_frac=0.0, min_lr_ratio=0.0)
 
 

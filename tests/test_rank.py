@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-from mlflow.tracking import MlflowClient
+from operator import attrgetter
 
-from tests.conftest import store_uri, xferlab
+from tests.conftest import experiment_runs, xferlab
 
 CANDIDATES = ["backbone=resnet_tiny,vit_tiny", "backbone.pretrained=none", "data.fraction=0.5",
               "tracking.experiment=study"]
-
-
-def _rank_runs(folder):
-    client = MlflowClient(store_uri(folder))
-    exp = client.get_experiment_by_name("study")
-    return client.search_runs([exp.experiment_id], filter_string="tags.kind = 'rank'",
-                              order_by=["attributes.start_time ASC"])
+RANK_RUNS = "tags.kind = 'rank'"
+OLDEST_FIRST = attrgetter("info.start_time", "info.run_id")  # MLflow's order for start_time ASC
 
 
 def test_rank_scores_each_candidate_and_logs_it(tmp_path):
     out = xferlab("rank", *CANDIDATES, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "backbone=resnet_tiny" in out.stdout and "backbone=vit_tiny" in out.stdout
-    runs = _rank_runs(tmp_path)
+    runs = sorted(experiment_runs(tmp_path, "study", RANK_RUNS), key=OLDEST_FIRST)
     assert [r.data.params["backbone.name"] for r in runs] == ["test_resnet", "test_vit"]
     for run in runs:
         assert run.info.status == "FINISHED"
@@ -33,9 +28,9 @@ def test_rank_scores_each_candidate_and_logs_it(tmp_path):
 
     again = xferlab("rank", *CANDIDATES, cwd=tmp_path)  # features come from the cache now
     assert again.returncode == 0, again.stderr
-    rerun = _rank_runs(tmp_path)[2:]
+    rerun = sorted(experiment_runs(tmp_path, "study", RANK_RUNS), key=OLDEST_FIRST)[2:]
     assert [r.data.tags["feature_cache"] for r in rerun] == ["1 hits, 0 misses"] * 2
-    for first, second in zip(runs, rerun):
+    for first, second in zip(runs, rerun, strict=True):
         for key in ("rank/logme", "rank/knn", "rank/linear_probe"):
             assert first.data.metrics[key] == second.data.metrics[key], key
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import mlflow
 import safetensors.torch
 import torch
-from mlflow import MlflowClient
 
-from tests.conftest import store_uri, xferlab
+from tests.conftest import experiment_runs, store_uri, xferlab
 
 # the default backbone and data (conf/config.yaml), a budget of 40 steps of 32 images
 BUDGET = ["data.fraction=0.1", "trainer.max_steps=40", "trainer.steps_per_epoch=20",
@@ -25,9 +24,7 @@ def test_imagenet_features_beat_scratch_at_ten_percent_and_the_logged_backbone_i
         out = xferlab("train", "backbone=efficientnet_lite0", "data=animal_mnist",
                       f"freeze={strategy}", *BUDGET, cwd=project, timeout=600)
         assert out.returncode == 0, out.stderr
-    client = MlflowClient(store_uri(project))
-    runs = {r.data.params["freeze.strategy"]: r for r in client.search_runs(
-        [client.get_experiment_by_name("xferlab").experiment_id])}
+    runs = {r.data.params["freeze.strategy"]: r for r in experiment_runs(project)}
     probe, scratch = runs["linear_probe"], runs["scratch"]
     # a small real run learns: far above chance (0.1), and >= 10 points above scratch
     assert probe.data.metrics["test/acc"] > 0.6

@@ -10,7 +10,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from tests.conftest import FAST, start_train, store_uri, xferlab
+from tests.conftest import FAST, experiment_runs, start_train, store_uri, xferlab
 
 # four epochs long enough (~1 s each) that a kill right after the first checkpoint lands in
 # epoch 2; `full` so that model, optimizer, BatchNorm statistics and RNG all matter
@@ -33,9 +33,8 @@ def _after_first_checkpoint(folder, proc: subprocess.Popen, sig: int) -> None:
 
 
 def _only_run(folder):
-    client = MlflowClient(store_uri(folder))
-    [run] = client.search_runs([client.get_experiment_by_name("xferlab").experiment_id])
-    return client, run
+    [run] = experiment_runs(folder)
+    return MlflowClient(store_uri(folder)), run
 
 
 def _steps(client, run, key="val/acc") -> list[int]:
@@ -143,7 +142,7 @@ def test_a_checkpoint_of_a_frozen_phase_leaves_the_backbone_out_and_resumes_exac
         return engine.fit(model, groups=groups, plan_for=lambda e: plan_for(e, len(groups)),
                           optimizer=opt, train=(x, y), val=(x, y), loop=loop, epochs=4,
                           max_steps=None, steps_per_epoch=None, base_lr=1e-2,
-                          schedule=engine.lr_schedule("cosine", 0.0, 0.0), seed=3,
+                          schedule=engine.lr_schedule("cosine", 0.0, min_lr_ratio=0.0), seed=3,
                           on_epoch=lambda e, m: None,
                           checkpoint=lambda state: saved.append(copy.deepcopy(state)),
                           checkpoint_every=1, resume=resume)

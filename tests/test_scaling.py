@@ -25,22 +25,16 @@ from tests._servers import (  # noqa: F401 - fixtures
     mlflow_server,
     postgres,
 )
-from tests.conftest import FAST, xferlab
+from tests.conftest import FAST, experiment_runs, xferlab
 from xferlab import cli, tune
 from xferlab.config import register
-from xferlab.recipes.compose import CONF_DIR
+from xferlab.launch.compose import CONF_DIR
 
 TRAIN = [*FAST, "trainer.threads=1", "data.fraction=0.3"]
 LAUNCHERS = sorted((CONF_DIR / "hydra" / "launcher").glob("*.yaml"))
 PLUGINS = {"slurm": "hydra_plugins.hydra_submitit_launcher",
            "ray_local": "hydra_plugins.hydra_ray_launcher",
            "ray_cluster": "hydra_plugins.hydra_ray_launcher"}
-
-
-def runs(uri: str, experiment: str) -> list:
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    return client.search_runs([found.experiment_id]) if found else []
 
 
 def done(result) -> str:
@@ -131,7 +125,7 @@ def test_two_tune_launches_share_one_postgres_study_and_tracking_server(
     workers = [t.user_attrs["xferlab.worker"]["launch"] for t in trials]
     assert len(set(workers[1:])) == 2 and workers[0] not in workers[1:]  # both launches worked
 
-    all_runs = runs(mlflow_server.uri, "shared")
+    all_runs = experiment_runs(mlflow_server.uri, "shared")
     [parent] = [r for r in all_runs if r.data.tags.get("kind") == "study"]
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["tune.storage"] == storage
@@ -149,7 +143,7 @@ def test_two_tune_launches_share_one_postgres_study_and_tracking_server(
 
 def check_grid(uri: str, experiment: str, seeds: list[int]) -> None:
     """One FINISHED sweep parent and a FINISHED child run per seed."""
-    all_runs = runs(uri, experiment)
+    all_runs = experiment_runs(uri, experiment)
     [parent] = [r for r in all_runs if r.data.tags.get("kind") == "sweep"]
     assert parent.info.status == "FINISHED"
     children = [r for r in all_runs if r is not parent]
@@ -217,7 +211,7 @@ def test_an_authenticated_server_refuses_strangers_and_takes_a_worker_s_runs(
                             env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, done(result)
     assert "ann-Secret" not in result.stdout + result.stderr
-    [run] = runs(uri, "authed")  # read as the admin
+    [run] = experiment_runs(uri, "authed")  # read as the admin
     assert run.info.status == "FINISHED"
     assert not any("Secret" in v for v in [*run.data.params.values(), *run.data.tags.values()])
     # uploaded through the server, authenticated as ann

@@ -72,7 +72,8 @@ def test_logme_matches_reference_n_greater_than_d():
     # none, alpha -> inf for some classes and the fixed point below would never settle
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, 200)
-    features = rng.standard_normal((200, 16)) + 0.3 * np.eye(4)[labels] @ rng.standard_normal((4, 16))
+    features = (rng.standard_normal((200, 16))
+                + 0.3 * np.eye(4)[labels] @ rng.standard_normal((4, 16)))
     assert logme(features, labels) == pytest.approx(reference_logme(features, labels), abs=1e-6)
 
 
@@ -81,7 +82,8 @@ def test_logme_matches_reference_rank_deficient():
     # has zero eigenvalues of F^T F to count
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 3, 150)
-    features = rng.standard_normal((150, 12)) + 0.3 * np.eye(3)[labels] @ rng.standard_normal((3, 12))
+    features = (rng.standard_normal((150, 12))
+                + 0.3 * np.eye(3)[labels] @ rng.standard_normal((3, 12)))
     features[:, :3] = 0.0
     features[:, 3] = features[:, 4]
     assert logme(features, labels) == pytest.approx(reference_logme(features, labels), abs=1e-6)
@@ -92,7 +94,8 @@ def test_logme_matches_reference_d_greater_than_n():
     # D - N zero eigenvalues that the official fixed-point code leaves out (thuml/LogME #23)
     rng = np.random.default_rng(0)
     labels = np.arange(60) % 3
-    features = rng.standard_normal((60, 100)) + 0.3 * np.eye(3)[labels] @ rng.standard_normal((3, 100))
+    features = (rng.standard_normal((60, 100))
+                + 0.3 * np.eye(3)[labels] @ rng.standard_normal((3, 100)))
     assert logme(features, labels) == pytest.approx(reference_logme(features, labels), abs=1e-6)
 
 

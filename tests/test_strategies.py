@@ -6,15 +6,16 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import FAST, store_uri
-from xferlab.recipes import common, train
-from xferlab.recipes.compose import compose_with_choices, options
+from xferlab import tracking
+from xferlab.launch.compose import compose_with_choices, options
+from xferlab.recipes import train
 
 
 @pytest.mark.parametrize("strategy", options("freeze"))
 def test_each_strategy_trains_and_logs_trainable_params(project, strategy):
     overrides = [f"freeze={strategy}", *FAST, "data.fraction=0.3", "freeze.lp_epochs=1"]
     cfg, choices = compose_with_choices(overrides)
-    result = train.train(cfg, common.Launch(choices=choices, overrides=overrides))
+    result = train.train(cfg, tracking.Launch(choices=choices, overrides=overrides))
     run = MlflowClient(store_uri(project)).get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["choice.freeze"] == strategy

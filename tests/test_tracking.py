@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import experiment_runs
 from xferlab import tracking
 
 
@@ -17,10 +18,9 @@ def store(tmp_path):
 
 
 def _only_run(uri: str):
-    client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    runs = experiment_runs(uri, "e")
     assert len(runs) == 1
-    return client, runs[0]
+    return MlflowClient(uri), runs[0]
 
 
 def test_the_body_goes_on_while_the_run_opens(store):

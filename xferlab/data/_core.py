@@ -1,8 +1,7 @@
-"""Shared types and helpers: `DataError`, `Split`, `Datasets`, stratified splitting, resizing."""
+"""Shared types and helpers: `Split`, `Datasets`, stratified splitting, resizing."""
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -15,17 +14,6 @@ import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from xferlab.data._stream import LazyImages
-
-
-class DataError(ValueError):
-    """A user error in the data settings: one line naming what went wrong, the value and the fix."""
-
-
-def close_match(value: str, allowed: list[str]) -> str:
-    """' (did you mean X?)' when a close match exists (ignoring case), else ''."""
-    by_lower = {name.lower(): name for name in allowed}
-    match = difflib.get_close_matches(value.lower(), list(by_lower), n=1, cutoff=0.6)
-    return f" (did you mean {by_lower[match[0]]!r}?)" if match else ""
 
 
 def digest(obj: Any) -> str:

@@ -16,6 +16,7 @@ def load_digits() -> tuple[Split, list[str]]:
     # the CSV that sklearn.datasets.load_digits reads, read without importing scikit-learn
     # (a second of start-up every run); its rows are 64 ink values (0..16) and the label
     package = importlib.util.find_spec("sklearn")
+    assert package is not None and package.submodule_search_locations  # a dependency
     path = Path(package.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
     table = np.loadtxt(path, delimiter=",", dtype=np.float64)
     images = np.round(table[:, :64].reshape(-1, 1, 8, 8) * (255 / 16)).astype(np.uint8)

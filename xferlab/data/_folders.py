@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from xferlab.data._core import DataError, Split, close_match, digest, to_images
+from xferlab.config import close_match
+from xferlab.data import DataError
+from xferlab.data._core import Split, digest, to_images
 from xferlab.data._stream import LazyImages, streams
 
 EXTENSIONS = {ext for ext, kind in Image.registered_extensions().items() if kind in Image.OPEN}
@@ -28,7 +30,7 @@ def load_image_folder(*, root: str, val_root: str | None, test_root: str | None,
     Images are converted to L or RGB and resized to image_size x image_size (aspect not kept):
     all at once here, or, when `loader` streams (see `streams`), each time a batch is read.
     """
-    roots = {key: folder for key, folder in zip(ROOT_KEYS, (root, val_root, test_root))
+    roots = {key: folder for key, folder in zip(ROOT_KEYS, (root, val_root, test_root), strict=True)
              if folder is not None}
     trees = {key: scan(key, folder) for key, folder in roots.items()}
     classes = sorted(trees["data.root"])
@@ -46,15 +48,16 @@ def load_image_folder(*, root: str, val_root: str | None, test_root: str | None,
         labels = torch.tensor([label for label, name in enumerate(classes) for _ in tree[name]],
                               dtype=torch.int64)
         stats = [path.stat() for path in paths]
+        images: LazyImages | torch.Tensor
         # what the identity digest sees: each file's place in its tree and its size
         base = pathlib.Path(roots[key]).expanduser()
         files[key] = [(str(path.relative_to(base)), stat.st_size)
-                      for path, stat in zip(paths, stats)]
+                      for path, stat in zip(paths, stats, strict=True)]
         if lazy:
             # the feature cache's key sees modification times too: a file rewritten at the
             # same size gets new features
             fingerprint = digest([[*file, stat.st_mtime_ns]
-                                  for file, stat in zip(files[key], stats)])
+                                  for file, stat in zip(files[key], stats, strict=True)])
             images = LazyImages.of(FileReader(tuple(paths), in_chans, image_size), fingerprint)
         else:
             images = read_files(paths, in_chans, image_size)
@@ -66,7 +69,7 @@ def load_image_folder(*, root: str, val_root: str | None, test_root: str | None,
 def check_roots(root: str | None, val_root: str | None, test_root: str | None) -> None:
     """DataError for the first root that is no folder of non-empty class folders: a listing,
     seconds at most, so a launch refuses it before building anything."""
-    for key, folder in zip(ROOT_KEYS, (root, val_root, test_root)):
+    for key, folder in zip(ROOT_KEYS, (root, val_root, test_root), strict=True):
         if folder is not None:
             scan(key, folder)
 
@@ -163,7 +166,8 @@ def load_torchvision(*, name: str, root: str | None, download: bool, in_chans: i
     params = inspect.signature(dataset_class).parameters
     folder = str(pathlib.Path(root).expanduser())
 
-    def create(train: bool) -> object:
+    def create(train: bool) -> Any:
+        kwargs: dict[str, Any]
         if "train" in params:
             kwargs = {"train": train}
         elif "split" in params:
@@ -207,7 +211,7 @@ def image_array(dataset: object) -> np.ndarray | None:
     return None
 
 
-def to_split(dataset: object, in_chans: int, image_size: int) -> Split:
+def to_split(dataset: Any, in_chans: int, image_size: int) -> Split:
     """All images of a torchvision dataset as a uint8 Split."""
     array = image_array(dataset)
     if array is not None:  # the fast path for the in-memory sets
@@ -216,11 +220,11 @@ def to_split(dataset: object, in_chans: int, image_size: int) -> Split:
         labels = torch.as_tensor(np.asarray(dataset.targets), dtype=torch.int64)
         return Split(to_images(images, in_chans=in_chans, image_size=image_size), labels)
     items = [dataset[i] for i in range(len(dataset))]  # (PIL image, class index) pairs
-    images = np.stack([pil_to_array(image, in_chans, image_size) for image, _ in items])
-    return Split(torch.from_numpy(images), torch.tensor([int(t) for _, t in items]))
+    pixels = np.stack([pil_to_array(image, in_chans, image_size) for image, _ in items])
+    return Split(torch.from_numpy(pixels), torch.tensor([int(t) for _, t in items]))
 
 
-def lazy_split(dataset: object, name: str, part: str, in_chans: int, image_size: int) -> Split:
+def lazy_split(dataset: Any, name: str, part: str, in_chans: int, image_size: int) -> Split:
     """A torchvision dataset's images read on demand, its labels now."""
     labels = None
     for attribute in ("targets", "_labels", "samples", "_samples"):  # lists torchvision keeps

@@ -15,13 +15,15 @@ import os
 import pathlib
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
+from typing import cast
 
 import numpy as np
 import torch
 from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, features
 
-from xferlab.data._core import DataError, digest
+from xferlab.data import DataError
+from xferlab.data._core import digest
 
 VERSION = 1  # part of the cache key: bump it whenever the rendering changes
 CHUNK = 500  # images per seeded chunk; fixed, so the worker count cannot change the output
@@ -60,7 +62,9 @@ def check_charset(charset: str) -> None:
         raise DataError(f"data.charset={charset!r} needs two or more distinct characters: "
                         "remove the repeats")
     # the font draws a character it lacks as the same box as a private-use code point
-    missing = template("\ue000", 0, 32).tobytes()
+    box = template("\ue000", 0, 32)
+    assert box is not None  # the font draws a code point it lacks as a box, never as nothing
+    missing = box.tobytes()
     for char in charset:
         drawn = template(char, 0, 32)
         if drawn is None or drawn.tobytes() == missing:
@@ -73,7 +77,7 @@ def save_atomic(path: pathlib.Path, **arrays: np.ndarray) -> None:
     entry."""
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
         try:
-            np.savez(tmp, **arrays)
+            np.savez(tmp, **arrays)  # type: ignore[arg-type]  # stubs: a kwarg may be allow_pickle
             tmp.flush()
             os.fsync(tmp.fileno())
         except BaseException:
@@ -92,7 +96,7 @@ def render(*, seed: int, size: int, image_size: int, charset: str, workers: int)
         # fork: the workers need only numpy and Pillow, and spawn would re-import torch in each
         context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            chunks = list(pool.map(render_chunk, *zip(*jobs)))
+            chunks = list(pool.map(render_chunk, *zip(*jobs, strict=True)))
     else:
         chunks = [render_chunk(*job) for job in jobs]
     return np.concatenate(chunks)
@@ -100,7 +104,8 @@ def render(*, seed: int, size: int, image_size: int, charset: str, workers: int)
 
 @functools.cache
 def font(image_size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.load_default(size=round(FONT_SCALE * image_size))
+    # a FreeTypeFont whenever Pillow has FreeType, which `check` requires
+    return cast(ImageFont.FreeTypeFont, ImageFont.load_default(size=round(FONT_SCALE * image_size)))
 
 
 @functools.cache
@@ -108,7 +113,7 @@ def template(char: str, stroke: int, image_size: int) -> Image.Image | None:
     """`char` drawn white on black with outline `stroke` (index into STROKES), cropped to its ink;
     None when the font draws nothing for it."""
     typeface = font(image_size)
-    side = 3 * typeface.size
+    side = int(3 * typeface.size)  # an int already: `font` asks for a whole size
     canvas = Image.new("L", (side, side))
     width = round(STROKES[stroke] * typeface.size)
     ImageDraw.Draw(canvas).text((side // 2, side // 2), char, font=typeface, fill=255,
@@ -126,8 +131,9 @@ def render_chunk(seed: int, index: int, start: int, count: int, image_size: int,
     for i in range(count):
         char = charset[(start + i) % len(charset)]
         stroke = int(rng.integers(len(STROKES)))
-        glyph = template(char, stroke, image_size)
-        reference = template("H", stroke, image_size).height  # a capital's height fills the frame
+        glyph, capital = template(char, stroke, image_size), template("H", stroke, image_size)
+        assert glyph is not None and capital is not None  # `check` refuses undrawable charsets
+        reference = capital.height  # a capital's height fills the frame
         # lowercase letters stay smaller than capitals, so pairs such as o/O remain distinct
         scale = rng.uniform(0.8, 0.97) * big / max(glyph.height, reference)
         scale_x = scale * math.exp(rng.uniform(-0.35, 0.1))  # digits are tall and narrow

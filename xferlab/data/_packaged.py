@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from xferlab import packages
-from xferlab.data._core import DataError, Split, digest
+from xferlab.data import DataError
+from xferlab.data._core import Split, digest
 
 ANIMALS = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
 ELPV_TASKS = {"binary": ["functional", "defective"], "four": ["p=0", "p=1/3", "p=2/3", "p=1"]}
@@ -24,7 +25,9 @@ def package_folder(kind: str) -> Path:
     """The folder of the package that ships `kind`'s files; DataError with the install line."""
     if problem := packages.data_problem(kind):
         raise DataError(problem)
-    return packages.folder(packages.DATASETS[kind].module)
+    found = packages.folder(packages.DATASETS[kind].module)
+    assert found is not None  # installed: data_problem said so
+    return found
 
 
 class _ArraysOnly(pickle.Unpickler):

@@ -13,7 +13,6 @@ import numpy as np
 
 from xferlab.data._core import digest
 
-LOADERS = ["auto", "memory", "workers"]
 # `data.loader=auto` streams a set whose decoded images, N*C*S*S bytes of uint8 over all splits,
 # would exceed this: about 14,000 RGB images at 224x224. Below it, decoding once up front and
 # slicing tensors is faster than any worker pipeline; above it, decoding costs minutes before
@@ -32,8 +31,11 @@ class Reader(Protocol):
     """A map-style source of images: item i is one (C, S, S) uint8 array (picklable, so
     DataLoader workers can hold it)."""
 
-    in_chans: int
-    image_size: int
+    @property  # read-only, so that frozen dataclasses are readers too
+    def in_chans(self) -> int: ...
+
+    @property
+    def image_size(self) -> int: ...
 
     def __len__(self) -> int: ...
 

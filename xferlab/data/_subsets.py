@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from xferlab.data._core import DataError, class_ranks, digest
+from xferlab.data import DataError
+from xferlab.data._core import class_ranks, digest
 
 
 def subset_indices(labels: Any, *, fraction: float, shots: int | None,

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from xferlab.engine import _loaders
 from xferlab.evaluate import class_metrics
 from xferlab.freezing import LayerGroup, Plan, apply_plan, train_mode
-from xferlab.optim import lr_factor, set_lr
+from xferlab.optim import schedule, set_lr
 
 
 @dataclass
@@ -121,7 +121,7 @@ def evaluate(model: nn.Module, inputs: Any, labels: torch.Tensor,
     model.eval()
     total_loss, preds = 0.0, []
     slices = loop.eval_slices(len(labels))
-    for batch, part in zip(loop.batches(inputs, slices), slices):
+    for batch, part in zip(loop.batches(inputs, slices), slices, strict=True):
         x, y = loop.inputs(batch, features), labels[part].to(loop.device)
         with loop.autocast():
             logits = model(x).float()
@@ -174,8 +174,8 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
         torch.set_rng_state(resume["rng"]["torch"])
         if torch.cuda.is_available() and resume["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(resume["rng"]["cuda"])
-    bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
-                   MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
+    bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+                   BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
                    TimeRemainingColumn(), disable=not loop.progress, transient=True)
     with bar:
         task = bar.add_task("fit", total=total_steps, completed=step, epoch=start, epochs=epochs,
@@ -187,9 +187,10 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
                 if not plan.backbone_frozen:
                     features = None  # the backbone moves from now on: its features are stale
                 on_features = features is not None and loop.augment is None
-                net = model.head if on_features else model
-                inputs = features(images) if on_features else images
-                val_inputs = features(val[0]) if on_features else val[0]
+                # (torch types a submodule attribute as Tensor | Module)
+                net = cast(nn.Module, model.head) if on_features else model
+                inputs = features(images) if on_features and features is not None else images
+                val_inputs = features(val[0]) if on_features and features is not None else val[0]
             train_mode(model, groups, plan)
             started, seen = time.perf_counter(), 0
             loss_sum = torch.zeros((), device=loop.device)
@@ -199,7 +200,7 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
                                for _ in range(passes)])
             index_batches = [order[i * batch:(i + 1) * batch] for i in range(n_steps)]
             for i, (x, idx) in enumerate(zip(loop.batches(inputs, index_batches),
-                                             index_batches)):
+                                             index_batches, strict=True)):
                 if loop.augment is not None:
                     x = loop.augment(x, generator)
                 x, y = loop.inputs(x, on_features), labels[idx].to(loop.device)
@@ -239,7 +240,8 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
             if checkpoint is not None and checkpoint_every and (epoch + 1) % checkpoint_every == 0:
                 checkpoint(_state(model, optimizer, history, step, generator))
             if loop.progress:  # one line per epoch stays in logs and non-interactive terminals
-                bar.console.print(f"epoch {epoch + 1}/{epochs}  train/loss {metrics['train/loss']:.4f}"
+                bar.console.print(f"epoch {epoch + 1}/{epochs}"
+                                  f"  train/loss {metrics['train/loss']:.4f}"
                                   f"  val/loss {val_loss:.4f}  val/acc {val_acc:.4f}"
                                   f"  {metrics['throughput/img_s']:.0f} img/s")
             on_epoch(epoch, metrics)
@@ -255,7 +257,7 @@ def _state(model: nn.Module, optimizer: torch.optim.Optimizer, history: History,
     # when this epoch is the best, the same tensors: torch.save writes shared storage once
     best = (model_state if history.best_epoch == len(history.epochs) - 1 else
             {k: v for k, v in history.best_state.items() if k not in frozen})
-    rng = {"fit": generator.get_state(), "torch": torch.get_rng_state()}
+    rng: dict[str, Any] = {"fit": generator.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return {"model": model_state, "optimizer": optimizer.state_dict(),
@@ -263,7 +265,8 @@ def _state(model: nn.Module, optimizer: torch.optim.Optimizer, history: History,
             "best_state": best, "epochs": history.epochs, "step": step, "rng": rng}
 
 
-def lr_schedule(name: str, warmup_frac: float, min_lr_ratio: float) -> Callable[[int, int], float]:
-    """The schedule as a pure function of (step, total_steps): exact on resume."""
-    return lambda step, total: lr_factor(step, total, name=name, warmup_frac=warmup_frac,
-                                         min_lr_ratio=min_lr_ratio)
+def lr_schedule(name: str, warmup_frac: float, **keys: Any) -> Callable[[int, int], float]:
+    """The schedule `name` (its own sched.* keys from `keys`, else their defaults) as a pure
+    function of (step, total_steps): exact on resume."""
+    chosen = schedule(name, **keys)
+    return lambda step, total: chosen(step, total, warmup_frac)

@@ -13,30 +13,36 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from xferlab import backbones
+from xferlab import backbones, tracking
 from xferlab.files import atomic
-from xferlab.recipes import common, sources, train
-from xferlab.recipes.compose import CONF_DIR
+from xferlab.launch import common, jobs, sources
+from xferlab.launch.compose import CONF_DIR
+from xferlab.recipes import train
 
 
-def build(src_cfg: DictConfig, launch: common.Launch) -> sources.Source:
+def build(src_cfg: DictConfig, launch: tracking.Launch) -> sources.Source:
     """Train on the source set, keep the backbone (head dropped) and record where it came from."""
     from mlflow.tracking import MlflowClient
 
     path = sources.cache_file(src_cfg)
-    Console(stderr=True).print(f"[bold]Building source[/] {path.name}: {launch.run_name(src_cfg)} "
+    Console(stderr=True).print(f"[bold]Building source[/] {path.name}: "
+                               f"{common.run_name(launch, src_cfg)} "
                                f"({src_cfg.trainer.max_steps} steps, once; cached after)")
     # a FINISHED source run is no source without its weights file: always train here
     src_cfg.trainer.resume = False
-    result = train.train(src_cfg, launch)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    digest = backbones.save_backbone(result.model.backbone, path)
-    MlflowClient().log_artifact(result.run_id, str(path), "source")
-    meta = {"run_id": result.run_id, "weights_digest": digest,
-            "config": OmegaConf.to_container(src_cfg, resolve=True)}
-    # the .json marks the entry complete, so it is written last and atomically
-    with atomic(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(meta, indent=1))
+    # SIGTERM unwinds the whole build, not only its run: a `kill` while the source set renders
+    # or the weights are saved also leaves no render workers and no temporary file behind
+    with tracking.sigterm_interrupts():
+        result = train.train(src_cfg, launch)
+        assert result.model is not None  # resume is off: the run trained, here
+        path.parent.mkdir(parents=True, exist_ok=True)
+        digest = backbones.save_backbone(result.model.backbone, path)
+        MlflowClient().log_artifact(result.run_id, str(path), "source")
+        meta = {"run_id": result.run_id, "weights_digest": digest,
+                "config": OmegaConf.to_container(src_cfg, resolve=True)}
+        # the .json marks the entry complete, so it is written last and atomically
+        with atomic(path.with_suffix(".json")) as tmp:
+            tmp.write_text(json.dumps(meta, indent=1))
     return sources.Source(path, result.run_id, digest)
 
 
@@ -48,9 +54,19 @@ def ensure(configs: list[DictConfig]) -> None:
             src_cfg, choices, overrides = sources.source_config(cfg)
             path = sources.cache_file(src_cfg)
             if sources.cached(path) is None:
-                todo[path] = (src_cfg, common.Launch(choices=choices, overrides=overrides))
-    for src_cfg, launch in todo.values():
-        build(src_cfg, launch)
+                todo[path] = (src_cfg, tracking.Launch(choices=choices, overrides=overrides))
+    for path, (src_cfg, launch) in todo.items():
+        try:
+            build(src_cfg, launch)
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (see sigterm_interrupts)
+            # the source's run, if open, has ended KILLED and nothing is cached. This is the
+            # launcher, outside Hydra and any run of its own: one line, no traceback, and 130
+            # (128 + SIGINT), what a shell reports for an interrupted run
+            why = f" ({stop})" if str(stop) else ""
+            print(f"xferlab: interrupted{why} while building source "
+                  f"{path.name}: nothing was cached, the next launch builds it again",
+                  file=sys.stderr)
+            sys.exit(130)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
@@ -58,9 +74,18 @@ def main(cfg: DictConfig) -> float:
     with common.one_line_errors():
         found = sources.cached(sources.cache_file(cfg))
         if found is None:
-            found = build(cfg, common.Launch.from_hydra())
+            found = build(cfg, common.launch_from_hydra())
         print(f"source weights: {found.path}  (run {found.run_id}, digest {found.digest})")
         return 0.0
+
+
+def launch(prepared: jobs.Jobs) -> int:
+    """`xferlab pretrain <overrides>`, its configs checked: what only torch can see checked too,
+    then Hydra."""
+    if not prepared.info:
+        with common.one_line_errors():
+            common.check_all(prepared.configs)
+    return jobs.hand_over(main, prepared)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any, cast
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from xferlab import backbones, config, data, engine, features, scores, tracking
-from xferlab.recipes import common, compose, pretrain
+from xferlab import backbones, data, engine, features, scores, tracking
+from xferlab.launch import common, compose
+from xferlab.recipes import pretrain
 
 USAGE = """usage: xferlab rank <overrides with comma-separated candidates>
 
@@ -40,17 +42,15 @@ def main(args: list[str]) -> int:
     with common.one_line_errors():
         jobs = compose.job_overrides(args, multirun=True)
         candidates = [compose.compose_with_choices(job) for job in jobs]
-        problems = [p for cfg, _ in candidates for p in common.preflight(cfg)]
-        if problems:
-            raise config.ConfigError(list(dict.fromkeys(problems)))
+        common.check_all([cfg for cfg, _ in candidates])
         pretrain.ensure([cfg for cfg, _ in candidates])
-        rows = [rank(cfg, common.Launch(choices=choices, overrides=job))
-                for (cfg, choices), job in zip(candidates, jobs)]
+        rows = [rank(cfg, tracking.Launch(choices=choices, overrides=job))
+                for (cfg, choices), job in zip(candidates, jobs, strict=True)]
         _print(rows, varying(jobs))
     return 0
 
 
-def rank(cfg: DictConfig, launch: common.Launch) -> dict[str, float | str]:
+def rank(cfg: DictConfig, launch: tracking.Launch) -> dict[str, float | str]:
     """Score one candidate and log it; returns its label's overrides and scores."""
     device, bf16 = common.runtime(cfg)
     ds = common.load_data(cfg.data)
@@ -76,13 +76,14 @@ def rank(cfg: DictConfig, launch: common.Launch) -> dict[str, float | str]:
             raise data.DataError(f"{cfg.data.name}: {err}") from err
         timings[f"time/{name}_s"] = time.perf_counter() - started
 
-    tags = {**launch.tags(load_report), "kind": "rank",
+    tags = {**launch.tags(load_report.tags()), "kind": "rank",
             "feature_cache": f"{cache.hits} hits, {cache.misses} misses"}
     if source:
         tags.update({"source.run_id": source.run_id, "source.weights_digest": source.digest})
     name = f"rank·{cfg.backbone.name}·{cfg.backbone.pretrained}"
     with tracking.run(cfg.tracking.uri, cfg.tracking.experiment, name=name, tags=tags) as run:
-        tracking.log_params(run.run_id, OmegaConf.to_container(cfg, resolve=True), extra={
+        params = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))  # of a dict
+        tracking.log_params(run.run_id, params, extra={
             "data.train_size": len(train_split), "data.subset_digest": data.indices_digest(subset),
             "backbone.weights_digest": load_report.digest or "none"})
         tracking.log_metrics(run.run_id, {**values, **timings,
@@ -98,16 +99,17 @@ def varying(jobs: list[list[str]]) -> list[str]:
 
 
 def _print(rows: list[dict], labels: list[str]) -> None:
-    table = Table(title="xferlab rank · sorted by LogME · higher is better")
+    first, *_ = scores.SCORES
+    table = Table(title=f"xferlab rank · sorted by {scores.SCORES[first].label} · "
+                        "higher is better")
     table.add_column("candidate", overflow="fold")
-    for column in ("LogME", "k-NN", "probe", "feat. s", "score s"):
+    for column in (*(score.label for score in scores.SCORES.values()), "feat. s", "score s"):
         table.add_column(column, justify="right")
-    for i in sorted(range(len(rows)), key=lambda i: -rows[i]["rank/logme"]):
+    for i in sorted(range(len(rows)), key=lambda i: -rows[i][f"rank/{first}"]):
         row = rows[i]
         spent = sum(row[f"time/{name}_s"] for name in scores.SCORES)
-        table.add_row(labels[i], f"{row['rank/logme']:.4f}", f"{row['rank/knn']:.4f}",
-                      f"{row['rank/linear_probe']:.4f}", f"{row['time/features_s']:.1f}",
-                      f"{spent:.1f}")
+        table.add_row(labels[i], *(f"{row[f'rank/{name}']:.4f}" for name in scores.SCORES),
+                      f"{row['time/features_s']:.1f}", f"{spent:.1f}")
     console = Console()
     # logs and pipes get a width that fits the labels, not the 80 columns rich assumes
     (console if console.is_terminal else Console(width=160)).print(table)

@@ -7,11 +7,13 @@ Returns `val/acc_best`, the objective of sweeps and searches.
 
 from __future__ import annotations
 
+import functools
 import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -29,8 +31,8 @@ from xferlab import (
     tracking,
 )
 from xferlab.evaluate import class_metrics
-from xferlab.recipes import common
-from xferlab.recipes.compose import CONF_DIR
+from xferlab.launch import common, jobs
+from xferlab.launch.compose import CONF_DIR
 from xferlab.tracking import artifacts
 
 config.register()
@@ -44,7 +46,7 @@ class Result:
     model: heads.TransferModel | None  # None: trainer.resume found the run already FINISHED
 
 
-def train(cfg: DictConfig, launch: common.Launch,
+def train(cfg: DictConfig, launch: tracking.Launch,
           report: Callable[[int, dict[str, float]], None] | None = None,
           resume_from: tuple[str, dict] | None = None) -> Result:
     """One run; `report(epoch, metrics)` sees every epoch (a search prunes by raising there).
@@ -76,29 +78,29 @@ def train(cfg: DictConfig, launch: common.Launch,
     if cfg.trainer.compile:
         model.compile()  # in place: parameter names (checkpoints, layer groups) stay as they are
     groups = freezing.layer_groups(model)
-    f = cfg.freeze
+    strategy = freezing.STRATEGIES.build(cfg.freeze.strategy, cfg.freeze)
 
     def plan_for(epoch: int) -> freezing.Plan:
-        return freezing.make_plan(f.strategy, len(groups), epoch, k=f.k, every=f.every,
-                                  lp_epochs=f.lp_epochs, ft_lr_scale=f.ft_lr_scale,
-                                  decay=f.decay, norms=f.norms)
+        return strategy.plan(len(groups), epoch)
 
-    opt = optim.build_optimizer(groups, name=cfg.optim.name, lr=cfg.optim.lr,
-                                weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum)
+    o, sched = cfg.optim, cfg.sched
+    opt = optim.build_optimizer(groups, name=o.name, lr=o.lr, weight_decay=o.weight_decay,
+                                **{k: o[k] for k in optim.OPTIMIZERS.own_keys(o.name)})
     l2sp = cfg.optim.l2sp
     penalty = None
     if l2sp.alpha > 0 or l2sp.beta > 0:
         reg = optim.L2SP(model, alpha=l2sp.alpha, beta=l2sp.beta)
-        penalty = lambda: reg.penalty(model)
+        penalty = functools.partial(reg.penalty, model)
     mean, std = backbones.normalization(model.backbone, ds.in_chans)
     loop = engine.Loop(mean=mean, std=std, device=device, bf16=bf16,
                        batch_size=cfg.trainer.batch_size,
                        eval_batch_size=cfg.trainer.eval_batch_size,
                        label_smoothing=cfg.optim.label_smoothing,
-                       augment=common.augmenter(cfg.data.augment), penalty=penalty,
+                       augment=data.AUGMENTATIONS[cfg.data.augment], penalty=penalty,
                        progress=cfg.trainer.progress, channels_last=channels_last,
                        workers=cfg.data.workers)
-    schedule = engine.lr_schedule(cfg.sched.name, cfg.sched.warmup_frac, cfg.sched.min_lr_ratio)
+    schedule = engine.lr_schedule(sched.name, sched.warmup_frac,
+                                  **{k: sched[k] for k in optim.SCHEDULES.own_keys(sched.name)})
     # frozen phases come first (linear_probe, lp_ft, gradual); the cache is keyed by the
     # backbone as it is now, before any of it trains
     cache = None
@@ -109,14 +111,15 @@ def train(cfg: DictConfig, launch: common.Launch,
     # ---- track and train. The run opens on a thread while the first epoch trains (importing
     # MLflow and opening its store is a run's largest fixed cost); params and the training
     # subset are logged there as soon as it exists, and `run.run_id` waits for it
-    tags = {**launch.tags(load_report), checkpoint.DIGEST_TAG: digest}
+    tags = {**launch.tags(load_report.tags()), checkpoint.DIGEST_TAG: digest}
     if source:  # link the result to the run that built its source
         tags.update({"source.run_id": source.run_id, "source.weights_digest": source.digest})
 
     subset_digest = data.indices_digest(subset)
 
     def log_start(run_id: str) -> None:
-        tracking.log_params(run_id, OmegaConf.to_container(cfg, resolve=True), extra={
+        params = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))  # of a dict
+        tracking.log_params(run_id, params, extra={
             "data.train_size": len(train_split),
             "data.subset_digest": subset_digest,
             "backbone.weights_digest": load_report.digest or "none",
@@ -126,7 +129,7 @@ def train(cfg: DictConfig, launch: common.Launch,
                              subset_digest, ds.num_classes)
 
     loop.start(train_split.images, ds.val.images, ds.test.images)  # before the run's thread
-    with tracking.run(cfg.tracking.uri, cfg.tracking.experiment, name=launch.run_name(cfg),
+    with tracking.run(cfg.tracking.uri, cfg.tracking.experiment, name=common.run_name(launch, cfg),
                       tags={} if state else tags, parent_run_id=launch.parent_run_id,
                       run_id=resume_run_id, on_open=None if state else log_start) as run:
         # epochs the store has: on resume, those checkpointed just before a crash are logged
@@ -168,12 +171,13 @@ def train(cfg: DictConfig, launch: common.Launch,
         model.load_state_dict(history.best_state)
         frozen = cache is not None and all(plan_for(e).backbone_frozen
                                            for e in range(len(history.epochs)))
-        test_inputs = cache(ds.test.images) if frozen else ds.test.images
+        test_inputs = cache(ds.test.images) if frozen and cache is not None else ds.test.images
         test_loss, test_acc, pred = engine.evaluate(model.head if frozen else model, test_inputs,
                                                     ds.test.labels, loop, features=frozen)
         run_id = run.run_id
         if cache is not None:
-            tracking.set_tags(run_id, {"feature_cache": f"{cache.hits} hits, {cache.misses} misses"})
+            tracking.set_tags(run_id,
+                              {"feature_cache": f"{cache.hits} hits, {cache.misses} misses"})
         test_metrics = class_metrics(pred, ds.test.labels, ds.num_classes)
         tracking.log_metrics(run_id, {
             "test/acc": test_acc, "test/loss": test_loss,
@@ -191,7 +195,7 @@ def train(cfg: DictConfig, launch: common.Launch,
                 history=history.epochs, labels=ds.test.labels, pred=pred, classes=ds.classes,
             )
     checkpoint.path_for(run_id).unlink(missing_ok=True)  # FINISHED: the weights are artifacts
-    common.print_summary(launch.run_name(cfg), cfg, run_id, test_acc, history)
+    common.print_summary(common.run_name(launch, cfg), cfg, run_id, test_acc, history)
     return Result(run_id, history.best_val_acc, test_acc, model)
 
 
@@ -227,15 +231,35 @@ def resume(run_id: str, uri: str | None) -> Result:
 
     state = checkpoint.load(checkpoint.for_run(MlflowClient(uri), run_id))
     # over the schema: a key added since the checkpoint was written gets its default
-    cfg = OmegaConf.merge(OmegaConf.structured(config.Config), OmegaConf.create(state["config"]))
+    schema = OmegaConf.structured(config.make_schema())  # with the plugins' options' keys
+    cfg = cast(DictConfig, OmegaConf.merge(schema, OmegaConf.create(state["config"])))  # dicts
     cfg.tracking.uri = uri  # the store the run was found in, whatever its config said
-    return train(cfg, common.Launch(), resume_from=(run_id, state))
+    return train(cfg, tracking.Launch(), resume_from=(run_id, state))
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     with common.one_line_errors():
-        return train(cfg, common.Launch.from_hydra()).best_val_acc
+        return train(cfg, common.launch_from_hydra()).best_val_acc
+
+
+def launch(prepared: jobs.Jobs) -> int:
+    """`xferlab train [-m] <overrides>`, its configs checked: what only torch can see checked
+    too, every source the jobs need built once (before any parallel job starts), then Hydra."""
+    from xferlab.recipes import pretrain  # it trains its sources with this module's `train`
+
+    if not prepared.info:
+        with common.one_line_errors():
+            common.check_all(prepared.configs)
+            pretrain.ensure(prepared.configs)
+    return jobs.hand_over(main, prepared)
+
+
+def resume_command(run_id: str, uri: str | None) -> int:
+    """`xferlab train --resume <run id> [tracking.uri=<store>]`."""
+    with common.one_line_errors():
+        resume(run_id, uri)
+    return 0
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from xferlab import config, tracking, tune
-from xferlab.recipes import common, compose, pretrain, train
-from xferlab.recipes.compose import CONF_DIR
+from xferlab.launch import common, compose
+from xferlab.launch.compose import CONF_DIR
+from xferlab.recipes import pretrain, train
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # the driver and workers print each trial
 SEARCH_DIR = CONF_DIR / "search"
@@ -72,16 +73,6 @@ class Job:
     launch: str  # this launch's id: its failed trials count towards tune.max_failures
     started: int  # trials the study held when this launch began (seeds the samplers)
     deadline: float | None
-
-
-@dataclass
-class TrialLaunch(common.Launch):
-    """A trial's launch: its run name leads with the trial number (t7·resnet18·full·f1·s0)."""
-
-    number: int = 0
-
-    def run_name(self, cfg: DictConfig) -> str:
-        return f"t{self.number}·{super().run_name(cfg)}"
 
 
 def main(args: list[str]) -> int:
@@ -222,13 +213,15 @@ def _run_trial(job: Job, study: optuna.Study, trial: optuna.Trial, experiment_id
     """Train with the trial's overrides, then tell Optuna and MLflow how it ended."""
     values = tune.suggest(trial, job.search.params)
     overrides = [*job.overrides, *tune.as_overrides(values)]
-    launch = TrialLaunch(overrides=overrides, parent_run_id=job.parent, number=trial.number,
-                         sweep_tags=tune.trial_tags(job.study, trial.number, values))
+    # its run name leads with the trial number: t7·resnet18·full·f1·s0
+    launch = tracking.Launch(overrides=overrides, parent_run_id=job.parent,
+                             prefix=f"t{trial.number}·",
+                             sweep_tags=tune.trial_tags(job.study, trial.number, values))
     record = functools.partial(tune.record, study, trial, experiment_id=experiment_id,
                                parent=job.parent, objectives=job.search.objective)
     try:
         cfg, launch.choices = compose.compose_with_choices(overrides)
-        train.train(cfg, launch, report=tune.reporter(
+        result = train.train(cfg, launch, report=tune.reporter(
             trial, intermediate=len(job.search.objective) == 1))
     except Exception as err:  # noqa: BLE001 - pruned, or any failure: the study goes on
         finished = record(error=err)
@@ -236,11 +229,12 @@ def _run_trial(job: Job, study: optuna.Study, trial: optuna.Trial, experiment_id
         record(error=err)
         raise
     else:
-        finished = record(error=None)
+        finished = record(error=None, run_id=result.run_id)
     if torch.cuda.is_available():  # what a failed trial held must not starve the next one
         torch.cuda.empty_cache()
     if finished.state == optuna.trial.TrialState.COMPLETE:
-        outcome = ", ".join(f"{o}={v:.4g}" for o, v in zip(job.search.objective, finished.values))
+        outcome = ", ".join(f"{o}={v:.4g}"
+                            for o, v in zip(job.search.objective, finished.values, strict=True))
     elif finished.state == optuna.trial.TrialState.PRUNED:
         epochs = len(finished.intermediate_values)
         outcome = f"after {epochs} epoch(s), val/acc={finished.intermediate_values[epochs]:.4g}"
@@ -254,7 +248,8 @@ def _report(console: Console, study: optuna.Study, job: Job, best: list[optuna.t
             crashed: int) -> int:
     """The best trial(s) with the command that reproduces each; the exit code of the launch."""
     for trial in best:
-        values = ", ".join(f"{o}={v:.4f}" for o, v in zip(job.search.objective, trial.values))
+        values = ", ".join(f"{o}={v:.4f}"
+                           for o, v in zip(job.search.objective, trial.values, strict=True))
         console.print(f"[bold]best trial {trial.number}[/]: {values}  (MLflow run "
                       f"{trial.user_attrs[tune.RUN_ID]})")
         print("  reproduce: xferlab train "

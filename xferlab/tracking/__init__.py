@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
+from xferlab.tracking._launch import Launch as Launch  # run names and tags
+
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
@@ -184,31 +186,44 @@ def run(uri: str | None, experiment: str, *, name: str, tags: dict[str, str],
     It opens on a thread while the body goes on, so importing MLflow and opening the store
     overlap the first epoch instead of delaying the first step; `on_open(run_id)` logs there
     what the run starts with (params, inputs). With `run_id`, that run continues (resume)."""
-    signal.signal(signal.SIGTERM, _interrupt)  # pre-emption and `kill` end the run KILLED too
-    pool = ThreadPoolExecutor(1, thread_name_prefix="xferlab-tracking")
-    # the run starts now, not when the thread gets the store open: its duration and the times
-    # of its metrics then count from the start of training
-    started = int(time.time() * 1000)
-    opened = OpenRun(pool.submit(_open, uri, experiment, name, tags, parent_run_id, run_id,
-                                 on_open, started))
-    pool.shutdown(wait=False)
+    with sigterm_interrupts():  # pre-emption and `kill` end the run KILLED too
+        pool = ThreadPoolExecutor(1, thread_name_prefix="xferlab-tracking")
+        # the run starts now, not when the thread gets the store open: its duration and the
+        # times of its metrics then count from the start of training
+        started = int(time.time() * 1000)
+        opened = OpenRun(pool.submit(_open, uri, experiment, name, tags, parent_run_id, run_id,
+                                     on_open, started))
+        pool.shutdown(wait=False)
+        try:
+            yield opened
+        except StopRun as stop:
+            if (open_id := opened.run_id_if_open()) is not None:
+                set_tags(open_id, stop.tags)
+                _end(open_id, "FINISHED")
+            raise
+        except KeyboardInterrupt:
+            if (open_id := opened.run_id_if_open()) is not None:
+                _end(open_id, "KILLED")
+            raise
+        except BaseException:
+            if (open_id := opened.run_id_if_open()) is not None:
+                _fail(open_id)
+            raise
+        else:
+            _end(opened.run_id, "FINISHED")
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """In the block SIGTERM raises KeyboardInterrupt, so a `kill` unwinds like Ctrl-C (runs end
+    KILLED, atomic writes drop their temporary files); after it, whatever handled SIGTERM before
+    does again: the handler is process-wide and must not outlive the block (issue 17)."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        yield opened
-    except StopRun as stop:
-        if (open_id := opened.run_id_if_open()) is not None:
-            set_tags(open_id, stop.tags)
-            _end(open_id, "FINISHED")
-        raise
-    except KeyboardInterrupt:
-        if (open_id := opened.run_id_if_open()) is not None:
-            _end(open_id, "KILLED")
-        raise
-    except BaseException:
-        if (open_id := opened.run_id_if_open()) is not None:
-            _fail(open_id)
-        raise
-    else:
-        _end(opened.run_id, "FINISHED")
+        yield
+    finally:
+        if previous is not None:  # None: set outside Python, and cannot be put back from here
+            signal.signal(signal.SIGTERM, previous)
 
 
 _warned: set[str] = set()  # experiments checked for stale runs by this process
@@ -227,7 +242,7 @@ def _open(uri: str | None, experiment: str, name: str, tags: dict[str, str],
         warn_stale(_client(), experiment)
     tags = {**tags, **versions(), **owner()}
     resumed = run_id is not None
-    if not resumed:
+    if run_id is None:  # not resumed (`resumed` says the same, but mypy cannot see it)
         if parent_run_id is not None:
             tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         # resolve_tags adds MLflow's own (user, source, git), as mlflow.start_run does
@@ -263,7 +278,7 @@ def _client() -> MlflowClient:
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def set_tags(run_id: str, tags: Mapping[str, str]) -> None:

@@ -52,20 +52,25 @@ def _exists(client: MlflowClient, run_id: str) -> bool:
 
 
 def record(study: optuna.Study, trial: optuna.Trial, *, experiment_id: str, parent: str,
-           objectives: list[str], error: BaseException | None) -> FrozenTrial:
+           objectives: list[str], error: BaseException | None,
+           run_id: str | None = None) -> FrozenTrial:
     """Tell Optuna how the trial ended and make its MLflow run say the same: COMPLETE with the
-    objectives read from the run's metrics, PRUNED (run FINISHED), or FAIL (run FAILED)."""
-    run = _find_run(experiment_id, parent, trial.number)
+    objectives read from the run's metrics, PRUNED (run FINISHED), or FAIL (run FAILED).
+    `run_id`: the run the trial's training returned; a trial that raised returned none, and its
+    run (if training got as far as opening one) is found by its tags."""
+    run = (MlflowClient().get_run(run_id) if run_id is not None
+           else _find_run(experiment_id, parent, trial.number))
     values = None
     if error is None:
+        assert run is not None  # a trial that did not raise returned its run's id
         try:
             values = [run.data.metrics[o] for o in objectives]
         except KeyError as missing:
             error = KeyError(f"the run logged no metric {missing}")
         else:
             if not all(math.isfinite(v) for v in values):
-                error = FloatingPointError(f"objective {dict(zip(objectives, values))} is not "
-                                           "finite")
+                error = FloatingPointError(
+                    f"objective {dict(zip(objectives, values, strict=True))} is not finite")
     state = (TrialState.COMPLETE if error is None else TrialState.PRUNED
              if isinstance(error, optuna.TrialPruned) else TrialState.FAIL)
     run_id = _end_run(run, state, error, experiment_id=experiment_id, parent=parent,
@@ -127,7 +132,8 @@ def summarize(study: optuna.Study, parent: str, objectives: list[str]) -> list[F
         best = study.best_trials if len(objectives) > 1 else [study.best_trial]
         tags["best.trials"] = ",".join(str(t.number) for t in best)
         if len(best) == 1:
-            metrics.update({f"best/{o}": v for o, v in zip(objectives, best[0].values)})
+            metrics.update({f"best/{o}": v
+                            for o, v in zip(objectives, best[0].values, strict=True)})
             tags.update({f"best.params.{k}": str(v) for k, v in best[0].params.items()})
             tags["best.run_id"] = best[0].user_attrs[RUN_ID]
         tags["best.values"] = json.dumps({t.number: t.values for t in best})[:5000]

@@ -13,16 +13,17 @@ A search file declares the searched config keys and how to search them:
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from xferlab.config import ConfigError, close_match
 
 # Run metrics a search can optimise (DESIGN.md §6), each with its natural direction.
 OBJECTIVES = {
@@ -36,12 +37,8 @@ PRUNERS = ("median", "hyperband", "none")
 TYPES = ("float", "int", "categorical")
 
 
-class SearchError(Exception):
+class SearchError(ConfigError):
     """A user error in a search file or a `tune.*` key: one line per problem, each with its fix."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
 
 
 @dataclass
@@ -103,8 +100,9 @@ def parse_options(pairs: list[str]) -> Options:
         key, _, value = pair.partition("=")
         name = key.removeprefix("tune.")
         if name not in names:
-            problems.append(f"{key} is not a tune key{_close(name, names, 'tune.')}; use one of "
-                            + ", ".join(f"tune.{n}" for n in names))
+            keys = [f"tune.{n}" for n in names]
+            problems.append(f"{key} is not a tune key{close_match(key, keys)}; use one of "
+                            + ", ".join(keys))
             continue
         try:
             node.merge_with(OmegaConf.from_dotlist([f"{name}={value}"]))
@@ -113,7 +111,7 @@ def parse_options(pairs: list[str]) -> Options:
             like = f" like {key}={example}" if example is not None else ""
             problems.append(f"{key}={value!r} is invalid ({_reason(err)}); give "
                             f"{_kind(Options, name)}{like}")
-    options = OmegaConf.to_object(node)
+    options = cast(Options, OmegaConf.to_object(node))  # node is a structured Options
     problems += _check_options(options)  # a key that failed above kept its valid default
     if problems:
         raise SearchError(problems)
@@ -135,7 +133,7 @@ def _check_options(o: Options) -> list[str]:
         value = getattr(o, key)
         if value is not None and value not in allowed:
             problems.append(f"tune.{key}={value!r} is not a {key}: choose one of "
-                            f"{', '.join(allowed)}{_close(value, allowed)}")
+                            f"{', '.join(allowed)}{close_match(value, allowed)}")
     return problems
 
 
@@ -147,8 +145,9 @@ def load_search(ref: str, folder: Path, options: Options) -> tuple[str, Search]:
         known = sorted(p.stem for p in folder.glob("*.yaml"))
         raise SearchError([(f"search={ref!r} is not a search file: choose one of "
                            f"{', '.join(known)} (conf/search/) or give a .yaml path"
-                           f"{_close(ref, known)}")])
-    name, problems = path.stem, []
+                           f"{close_match(ref, known)}")])
+    name = path.stem
+    problems: list[str] = []
     raw = OmegaConf.load(path)
     if not isinstance(raw, DictConfig):
         raise SearchError([f"search {name}: {path} is not a mapping of search keys"])
@@ -157,12 +156,12 @@ def load_search(ref: str, folder: Path, options: Options) -> tuple[str, Search]:
             raw[key] = [raw[key]]
     raw_params = raw.pop("params", None)
     search = _build(Search, raw, f"search {name}", problems)
-    params = {}
+    params: dict[str, Param] = {}
     if isinstance(raw_params, DictConfig):
-        for key, spec in raw_params.items():
-            param = _build(Param, spec, f"search {name}: params.{key}", problems)
+        for param_key, spec in raw_params.items():  # keys as YAML wrote them: strings
+            param = _build(Param, spec, f"search {name}: params.{param_key!s}", problems)
             if param is not None:
-                params[key] = param
+                params[str(param_key)] = param
     elif raw_params is not None:
         problems.append(f"search {name}: params must map config keys to "
                         "{type: ..., low: ..., high: ...} or {type: categorical, choices: [...]}")
@@ -184,7 +183,7 @@ def _build(schema: type, raw: Any, where: str, problems: list[str]) -> Any:
     node, names = OmegaConf.structured(schema), [f.name for f in fields(schema)]
     for key in raw:
         if key not in names:
-            problems.append(f"{where}: {key} is not a key{_close(key, names)}; "
+            problems.append(f"{where}: {key!s} is not a key{close_match(key, names)}; "
                             f"use {', '.join(names)}")
             continue
         try:
@@ -205,7 +204,7 @@ def _check_search(where: str, s: Search) -> list[str]:
         problems += _check_param(f"{where}: params.{key}", key, p, s.params)
     unknown = [o for o in s.objective if o not in OBJECTIVES]
     problems += [f"{where}: objective {o!r} is not a run metric: use one of "
-                 f"{', '.join(OBJECTIVES)}{_close(o, list(OBJECTIVES))}" for o in unknown]
+                 f"{', '.join(OBJECTIVES)}{close_match(o, list(OBJECTIVES))}" for o in unknown]
     if not s.objective or len(set(s.objective)) != len(s.objective):
         problems.append(f"{where}: objective={s.objective} must name one or more distinct metrics")
     if s.direction is not None and (len(s.direction) != len(s.objective) or any(
@@ -216,7 +215,7 @@ def _check_search(where: str, s: Search) -> list[str]:
         value = getattr(s, key)
         if value not in allowed:
             problems.append(f"{where}: {key}={value!r} is not a {key}: choose one of "
-                            f"{', '.join(allowed)}{_close(value, allowed)}")
+                            f"{', '.join(allowed)}{close_match(value, allowed)}")
     if s.startup_trials < 0 or s.warmup_epochs < 0:
         problems.append(f"{where}: startup_trials and warmup_epochs must be >= 0")
     if problems:
@@ -243,7 +242,8 @@ def _check_search(where: str, s: Search) -> list[str]:
 
 def _check_param(at: str, name: str, p: Param, params: dict[str, Param]) -> list[str]:
     if p.type not in TYPES:
-        return [f"{at}: type={p.type!r} is not one of {', '.join(TYPES)}{_close(p.type, TYPES)}"]
+        return [f"{at}: type={p.type!r} is not one of {', '.join(TYPES)}"
+                f"{close_match(p.type, TYPES)}"]
     problems = []
     if p.type == "categorical":
         if not p.choices:
@@ -266,15 +266,10 @@ def _check_param(at: str, name: str, p: Param, params: dict[str, Param]) -> list
         if cond is None or cond.type != "categorical" or names.index(key) > names.index(name):
             problems.append(f"{at}: when {key}={value!r}: {key} must be a categorical param "
                             "declared above this one")
-        elif value not in cond.choices:
+        elif value not in (cond.choices or []):  # none: cond's own check says so
             problems.append(f"{at}: when {key}={value!r}: {value!r} is not one of its choices "
                             f"{cond.choices}")
     return problems
-
-
-def _close(value: Any, allowed: list[str] | tuple[str, ...], prefix: str = "") -> str:
-    match = difflib.get_close_matches(str(value), list(allowed), n=1, cutoff=0.6)
-    return f" (did you mean '{prefix}{match[0]}'?)" if match else ""
 
 
 def _reason(err: OmegaConfBaseException) -> str:

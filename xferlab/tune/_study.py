@@ -10,9 +10,10 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Literal, cast
 
 import optuna
 from filelock import FileLock, Timeout
@@ -45,22 +46,24 @@ def open_storage(location: str) -> BaseStorage:
         return JournalStorage(JournalFileBackend(location))
     except ImportError as err:  # SQLAlchemy imports the URL's driver only now
         scheme = location.split("://", 1)[0].split("+", 1)[0]
-        raise SearchError([(f"tune.storage={tracking.masked(location)!r} needs a database driver that is not "
-                           f"installed ({_reason(err)}): "
-                           f"{_DRIVERS.get(scheme, 'install the driver its URL names')}")]) from None
+        hint = _DRIVERS.get(scheme, "install the driver its URL names")
+        raise SearchError([(f"tune.storage={tracking.masked(location)!r} needs a database driver "
+                           f"that is not installed ({_reason(err)}): {hint}")]) from None
     except OperationalError as err:  # the database said no, or nothing answered
         if location.startswith("sqlite"):  # a file, not a server: the generic message below
             raise _unopenable(location, err) from None
-        raise SearchError([(f"tune.storage={tracking.masked(location)!r} cannot be reached ({_reason(err)}): "
-                           "check that the database server runs and accepts connections from this "
-                           "machine, and the URL's host, port, user, password and database")]) from None
+        raise SearchError([(f"tune.storage={tracking.masked(location)!r} cannot be reached "
+                           f"({_reason(err)}): check that the database server runs and accepts "
+                           "connections from this machine, and the URL's host, port, user, "
+                           "password and database")]) from None
     except (SQLAlchemyError, OSError, ValueError) as err:
         raise _unopenable(location, err) from None
 
 
 def _unopenable(location: str, err: Exception) -> SearchError:
-    return SearchError([(f"tune.storage={tracking.masked(location)!r} cannot be opened ({_reason(err)}): "
-                         "give a writable journal file path or a reachable database URL")])
+    return SearchError([(f"tune.storage={tracking.masked(location)!r} cannot be opened "
+                         f"({_reason(err)}): give a writable journal file path or a reachable "
+                         "database URL")])
 
 
 # What to install for a storage URL's database driver (SQLAlchemy's default for the scheme).
@@ -91,7 +94,9 @@ def claim_lock(location: str) -> AbstractContextManager:
 def open_study(storage: BaseStorage, name: str, search: Search,
                overrides: list[str]) -> optuna.Study:
     """Create the study, or resume it when it holds the same search and overrides."""
-    study = optuna.create_study(storage=storage, study_name=name, directions=search.directions,
+    # each 'maximize' or 'minimize': the search's checks refuse any other
+    directions = cast(list[Literal["maximize", "minimize"]], search.directions)
+    study = optuna.create_study(storage=storage, study_name=name, directions=directions,
                                 load_if_exists=True)
     record = {**search.record(), "overrides": overrides}
     found = study.user_attrs.get(RECORD)
@@ -105,7 +110,8 @@ def open_study(storage: BaseStorage, name: str, search: Search,
     return study
 
 
-def load_study(name: str, storage: BaseStorage, search: Search, seed: int) -> optuna.Study:
+def load_study(name: str, storage: BaseStorage, search: Search,
+               seed: int | None) -> optuna.Study:
     """The study as one worker sees it, with its own sampler and pruner."""
     return optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(search, seed),
                              pruner=make_pruner(search))
@@ -119,7 +125,7 @@ def worker_seed(seed: int | None, started: int, worker: int) -> int | None:
     return random.Random(f"{seed}:{started}:{worker}").getrandbits(32)
 
 
-def make_sampler(search: Search, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(search: Search, seed: int | None) -> optuna.samplers.BaseSampler:
     startup = search.startup_trials
     samplers: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
@@ -137,7 +143,7 @@ class _Grid(optuna.samplers.GridSampler):
     `study.optimize`: with ask/tell, `tune.trials` ends the study instead."""
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
-                    values: list[float] | None) -> None:
+                    values: Sequence[float] | None) -> None:
         pass
 
 

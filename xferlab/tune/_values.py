@@ -21,12 +21,23 @@ def suggest(trial: optuna.Trial, params: dict[str, Param]) -> dict[str, Any]:
     return values
 
 
+def _choices(p: Param) -> list[Any]:
+    assert p.choices is not None  # a categorical has choices (_check_param)
+    return p.choices
+
+
+def _range(p: Param) -> tuple[float, float]:
+    assert p.low is not None and p.high is not None  # an int or float has both (_check_param)
+    return p.low, p.high
+
+
 def _suggest(trial: optuna.Trial, key: str, p: Param) -> Any:
     if p.type == "categorical":
-        return trial.suggest_categorical(key, p.choices)
+        return trial.suggest_categorical(key, _choices(p))
+    low, high = _range(p)
     if p.type == "int":
-        return trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
-    return trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
+        return trial.suggest_int(key, int(low), int(high), step=int(p.step or 1), log=p.log)
+    return trial.suggest_float(key, low, high, step=p.step, log=p.log)
 
 
 def as_overrides(values: dict[str, Any]) -> list[str]:
@@ -45,7 +56,7 @@ def corners(params: dict[str, Param]) -> list[list[str]]:
     under its `when`: composing them all checks the whole space before any trial runs."""
     out = []
     for key, p in params.items():
-        ends = p.choices if p.type == "categorical" else [p.low, p.high]
+        ends = _choices(p) if p.type == "categorical" else list(_range(p))
         ends = [int(v) for v in ends] if p.type == "int" else ends
         out += [as_overrides({**p.when, key: value}) for value in ends]
     return out
@@ -56,10 +67,13 @@ def grid(params: dict[str, Param]) -> dict[str, list[Any]]:
     values = {}
     for key, p in params.items():
         if p.type == "categorical":
-            values[key] = list(p.choices)
+            values[key] = list(_choices(p))
         elif p.type == "int":
-            values[key] = list(range(int(p.low), int(p.high) + 1, int(p.step or 1)))
+            low, high = _range(p)
+            values[key] = list(range(int(low), int(high) + 1, int(p.step or 1)))
         else:
-            count = math.floor((p.high - p.low) / p.step + 1e-9) + 1
-            values[key] = [round(p.low + i * p.step, 12) for i in range(count)]
+            (low, high), step = _range(p), p.step
+            assert step is not None  # a grid's floats have a step (_check_search)
+            count = math.floor((high - low) / step + 1e-9) + 1
+            values[key] = [round(low + i * step, 12) for i in range(count)]
     return values

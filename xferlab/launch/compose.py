@@ -11,6 +11,7 @@ import os
 import re
 import socket
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 from hydra import compose as hydra_compose
@@ -23,11 +24,15 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from xferlab import packages
+# the axes' registries (torch-free): `validate` checks every choice against them
+from xferlab import backbones, data, freezing, heads, optim, packages, plugins  # noqa: F401
 from xferlab.config import ConfigError, close_match, register, validate
 from xferlab.tracking import masked
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# conf/, then the config folders of the plugins (xferlab/plugins.py), imported here: their
+# options are registered before any config is composed or checked
+CONF_DIRS = (CONF_DIR, *plugins.load())
 # MLflow's tracking stores but its deprecated file store (DESIGN.md §6); `+driver` is allowed
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
@@ -66,14 +71,15 @@ def compose_with_choices(overrides: list[str]) -> tuple[DictConfig, dict[str, st
         return _compose(overrides)
     except (HydraException, OmegaConfBaseException):
         pass
-    # Find which overrides fail, each against the groups the user chose.
-    groups = [o.input_line for o in parsed if _is_group(o.key_or_group)]
+    # Find which overrides fail, each against the groups the user chose. (The parser sets each
+    # override's input_line; Hydra types it Optional.)
+    groups = [cast(str, o.input_line) for o in parsed if _is_group(o.key_or_group)]
     base, _ = _compose(groups)
     for o in parsed:
         if _is_group(o.key_or_group):
             continue
         try:
-            _compose([*groups, o.input_line])
+            _compose([*groups, cast(str, o.input_line)])
         except (HydraException, OmegaConfBaseException) as err:
             problems.append(_explain(o.key_or_group, o.value(), err, base))
     raise ConfigError(problems or [f"cannot compose {' '.join(overrides)}"])
@@ -96,13 +102,14 @@ def _compose(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
 def _is_group(key: str) -> bool:
     # hydra/* groups also hold Hydra's and its plugins' options (hydra/launcher=joblib, ray,
     # submitit_slurm) beside the files in conf/hydra/: Hydra checks those itself
-    return not key.startswith("hydra/") and (CONF_DIR / key).is_dir()
+    return not key.startswith("hydra/") and any((d / key).is_dir() for d in CONF_DIRS)
 
 
 def options(group: str) -> list[str]:
-    """The options of a config group, found recursively (e.g. 'sub/option')."""
-    root = CONF_DIR / group
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+    """The options of a config group in conf/ and the plugins' folders, found recursively
+    (e.g. 'sub/option')."""
+    return sorted({str(p.relative_to(d / group).with_suffix(""))
+                   for d in CONF_DIRS for p in (d / group).rglob("*.yaml")})
 
 
 def _group_problem(key: str, value: object) -> str | None:
@@ -118,7 +125,7 @@ def _explain(key: str, value: object, err: Exception, base: DictConfig) -> str:
     parent_key, _, leaf = key.rpartition(".")
     parent = OmegaConf.select(base, parent_key) if parent_key else base
     if not key.startswith("hydra") and isinstance(parent, DictConfig) and leaf not in parent:
-        siblings = [f"{parent_key}.{k}" if parent_key else k for k in parent]
+        siblings = [f"{parent_key}.{k}" if parent_key else k for k in map(str, parent)]
         return (f"{key} is not a config key{close_match(key, siblings)}; "
                 f"see `xferlab train --cfg job` for every key")
     cause = err.__cause__ or err
@@ -132,7 +139,8 @@ def _explain(key: str, value: object, err: Exception, base: DictConfig) -> str:
 
 def check(cfg: DictConfig) -> list[str]:
     """Every problem of a composed config seen without importing torch: ranges, choices,
-    weights files, `mlflow:` and `source:` names, image folders and the tracking store."""
+    weights files, `mlflow:` and `source:` names, the data kind's own checks (a missing package,
+    a missing folder) and the tracking store."""
     problems = validate(cfg)
     source = cfg.backbone.pretrained
     if source.startswith("file:") and not Path(source[5:]).expanduser().is_file():
@@ -144,14 +152,8 @@ def check(cfg: DictConfig) -> list[str]:
                         "is file:<path>)")
     if source.startswith("package:") and (problem := packages.weights_problem(source)):
         problems.append(problem)
-    d = cfg.data
-    if problem := packages.data_problem(d.kind):
-        problems.append(problem)
-    if d.kind == "image_folder":
-        for key in ("root", "val_root", "test_root"):
-            if d[key] and not Path(d[key]).expanduser().exists():
-                problems.append(f"data.{key}={d[key]!r} does not exist: point data.{key} at a "
-                                "folder of class sub-folders, <folder>/<class>/<image>")
+    if cfg.data.kind in data.DATA_KINDS:
+        problems += data.DATA_KINDS.build(cfg.data.kind, cfg.data).problems()
     uri_key = "tracking.uri" if cfg.tracking.uri else "MLFLOW_TRACKING_URI"
     uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri and (problem := tracking_uri_problem(uri)):

@@ -6,24 +6,23 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from xferlab import backbones, checkpoint, config, data, heads, tracking
-from xferlab.freezing import add_lora, layer_groups
-from xferlab.recipes import compose, sources
+from xferlab import backbones, checkpoint, config, data, freezing, heads, tracking
+from xferlab.launch import compose, sources
 
 # Errors that are the user's to fix: one line, exit code 2, no traceback, no MLflow run.
 USER_ERRORS = (config.ConfigError, data.DataError, backbones.WeightsError,
-               backbones.BackboneError, checkpoint.CheckpointError)
+               backbones.BackboneError, checkpoint.CheckpointError, freezing.LoraError)
 
 
 def exit_user_error(err: Exception) -> NoReturn:
@@ -55,12 +54,19 @@ def one_line_errors() -> Iterator[None]:
 
 def preflight(cfg: DictConfig) -> list[str]:
     """Every problem of a composed config that can be seen before building anything (a source
-    included): DataError for an image folder without class folders or images."""
+    included): DataError for files the data kind cannot read (e.g. an empty image folder)."""
     problems = compose.check(cfg)
-    if cfg.data.kind == "image_folder" and not problems:
-        data.check_roots(cfg.data.root, cfg.data.val_root, cfg.data.test_root)
+    if not problems:
+        data.DATA_KINDS.build(cfg.data.kind, cfg.data).check_files()
     name_problem = backbones.check_model_name(cfg.backbone.name)
     return [*problems, name_problem] if name_problem else problems
+
+
+def check_all(configs: list[DictConfig]) -> None:
+    """`preflight` of every job of a launch: ConfigError listing each problem once."""
+    problems = list(dict.fromkeys(p for cfg in configs for p in preflight(cfg)))
+    if problems:
+        raise config.ConfigError(problems)
 
 
 def device_and_precision(trainer: DictConfig) -> tuple[torch.device, bool]:
@@ -101,7 +107,9 @@ def placed_model(cfg: DictConfig, ds: data.Datasets, device: torch.device) -> tu
     channels_last = cfg.trainer.channels_last == "true" or (
         cfg.trainer.channels_last == "auto"
         and (device.type == "cuda" or _convolutional(model.backbone)))
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    # torch's overloads of Module.to lack (device, memory_format=...), which it takes
+    model.to(device,  # type: ignore[call-overload]
+             memory_format=torch.channels_last if channels_last else torch.preserve_format)
     return model, report, source, channels_last
 
 
@@ -115,10 +123,9 @@ def load_data(d: DictConfig) -> data.Datasets:
     processes: pass `workers=` to the engine's Loop."""
     ds = data.load_dataset(
         d.kind, name=d.name, image_size=d.image_size, in_chans=d.in_chans, seed=d.seed,
-        val_fraction=d.val_fraction, test_fraction=d.test_fraction, size=d.size,
-        charset=d.charset, root=d.root, val_root=d.val_root, test_root=d.test_root,
-        download=d.download, cache_dir=Path("outputs/cache"), loader=d.loader,
-        elpv_task=d.elpv_task,
+        val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+        cache_dir=Path("outputs/cache"), loader=d.loader,
+        **{key: d[key] for key in data.DATA_KINDS.own_keys(d.kind)},
     )
     if d.num_classes is not None and d.num_classes != ds.num_classes:
         raise data.DataError(f"data.num_classes={d.num_classes} but {d.name} holds "
@@ -128,68 +135,39 @@ def load_data(d: DictConfig) -> data.Datasets:
 
 def build_model(cfg: DictConfig, ds: data.Datasets, pretrained: str) -> tuple[
         heads.TransferModel, backbones.LoadReport]:
-    """Backbone from its pretrained source (none for `scratch`), LoRA if asked, and the head."""
-    pretrained = "none" if cfg.freeze.strategy == "scratch" else pretrained
+    """Backbone from its pretrained source (random for a strategy that starts from scratch),
+    adapted by the strategy (e.g. LoRA's adapters), and the head."""
+    strategy = freezing.STRATEGIES.build(cfg.freeze.strategy, cfg.freeze)
     backbone, report = backbones.create_backbone(
-        cfg.backbone.name, pretrained=pretrained, in_chans=ds.in_chans,
-        image_size=ds.image_size, drop_path_rate=cfg.backbone.drop_path_rate,
+        cfg.backbone.name, pretrained=pretrained if strategy.pretrained else "none",
+        in_chans=ds.in_chans, image_size=ds.image_size,
+        drop_path_rate=cfg.backbone.drop_path_rate,
         tracking_uri=tracking.resolve_uri(cfg.tracking.uri))
-    if cfg.freeze.strategy == "lora":
-        backbone = add_lora(backbone, rank=cfg.freeze.rank, alpha=cfg.freeze.alpha,
-                            targets=list(cfg.freeze.targets) if cfg.freeze.targets else None)
-    h = cfg.head
-    head = heads.make_head(h.kind, backbone.num_features, ds.num_classes, hidden=h.hidden,
-                           dropout=h.dropout, scale=h.scale, learn_scale=h.learn_scale)
+    backbone = strategy.adapt(backbone)
+    head = heads.HEADS.build(cfg.head.kind, cfg.head).build(backbone.num_features,
+                                                            ds.num_classes)
     model = heads.TransferModel(backbone, head)
-    if cfg.freeze.strategy == "last_k":  # a k beyond the backbone's groups would be `full`
-        n = len(layer_groups(model)) - 1  # the head is the last group
-        if cfg.freeze.k > n:
-            raise config.ConfigError([(
-                f"freeze.k={cfg.freeze.k} is out of range: {cfg.backbone.name} has {n} layer "
-                f"groups below the head; use 0 <= freeze.k <= {n}")])
+    if problem := strategy.model_problem(len(freezing.layer_groups(model)), cfg.backbone.name):
+        raise config.ConfigError(problem)
     return model, report
 
 
-def augmenter(mode: str):
-    if mode == "none":
-        return None
-    return lambda images, generator: data.augment(images, mode, generator)
+def launch_from_hydra() -> tracking.Launch:
+    """The launch of the job Hydra is running: its group choices, overrides and sweep."""
+    hc = HydraConfig.get()
+    sweep = {}
+    if hc.mode == RunMode.MULTIRUN:
+        sweep = {"sweep.id": Path(hc.sweep.dir).name, "sweep.job": str(hc.job.num)}
+    return tracking.Launch(choices={k: str(v) for k, v in hc.runtime.choices.items()
+                                    if not k.startswith("hydra/") and v is not None},
+                           overrides=list(hc.overrides.task),
+                           parent_run_id=os.environ.get(tracking.PARENT_ENV), sweep_tags=sweep)
 
 
-@dataclass
-class Launch:
-    """Who started a run: group choices, overrides, sweep and parent — for names and tags."""
-
-    choices: dict[str, str] = field(default_factory=dict)
-    overrides: list[str] = field(default_factory=list)
-    parent_run_id: str | None = None
-    sweep_tags: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_hydra(cls) -> Launch:
-        hc = HydraConfig.get()
-        sweep = {}
-        if hc.mode.name == "MULTIRUN":
-            sweep = {"sweep.id": Path(hc.sweep.dir).name, "sweep.job": str(hc.job.num)}
-        return cls(choices={k: str(v) for k, v in hc.runtime.choices.items()
-                            if not k.startswith("hydra/") and v is not None},
-                   overrides=list(hc.overrides.task),
-                   parent_run_id=os.environ.get(tracking.PARENT_ENV), sweep_tags=sweep)
-
-    def run_name(self, cfg: DictConfig) -> str:
-        """e.g. resnet18·lp_ft·f0.05·s1: the choices a researcher scans for in the UI."""
-        amount = f"k{cfg.data.shots}" if cfg.data.shots else f"f{cfg.data.fraction:g}"
-        return f"{cfg.backbone.name}·{cfg.freeze.strategy}·{amount}·s{cfg.seed}"
-
-    def tags(self, report: backbones.LoadReport) -> dict[str, str]:
-        tags = {f"choice.{k}": v for k, v in self.choices.items()}
-        tags.update(tracking.git_tags(Path.cwd()))
-        tags["overrides"] = tracking.masked(" ".join(self.overrides)) or "(none)"
-        tags["weights.source"] = report.source
-        tags["weights.digest"] = report.digest or "none"
-        tags["weights.missing_keys"] = str(len(report.missing))
-        tags["weights.unexpected_keys"] = str(len(report.unexpected))
-        return {**tags, **self.sweep_tags}
+def run_name(launch: tracking.Launch, cfg: DictConfig) -> str:
+    """The run's name from its launch and config, e.g. resnet18·lp_ft·f0.05·s1."""
+    return launch.run_name(backbone=cfg.backbone.name, strategy=cfg.freeze.strategy,
+                           fraction=cfg.data.fraction, shots=cfg.data.shots, seed=cfg.seed)
 
 
 def print_summary(title: str, cfg: DictConfig, run_id: str, test_acc: float, history) -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from xferlab import config
+from xferlab import config, freezing
 from xferlab.config import ConfigError
-from xferlab.recipes.compose import compose_with_choices
+from xferlab.launch.compose import compose_with_choices
 
 SOURCES_DIR = Path("outputs/sources")
 
@@ -30,7 +30,9 @@ class Source:
 
 
 def needs_source(cfg: DictConfig) -> bool:
-    return cfg.backbone.pretrained.startswith("source:") and cfg.freeze.strategy != "scratch"
+    """A `source:` backbone, and a strategy that starts from pretrained weights."""
+    return (cfg.backbone.pretrained.startswith("source:")
+            and freezing.STRATEGIES[cfg.freeze.strategy].pretrained)
 
 
 def source_overrides(cfg: DictConfig) -> list[str]:

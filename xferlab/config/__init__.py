@@ -1,28 +1,40 @@
-"""Config schemas (registered in Hydra's ConfigStore), their validation, and `ConfigError`.
+"""Config schemas (registered in Hydra's ConfigStore), their validation, and the registries'
+machinery (`Registry`, `Range`, `ConfigError`, `close_match`).
 
 Every YAML under conf/ merges into these dataclasses, so a typo in a key or a value of the wrong
 type fails at composition. Ranges and choices are checked by `validate`, which lists every
-problem at once with the key, the value, what is allowed and a close match.
+problem at once with the key, the value, what is allowed and a close match; the choices of each
+ablation axis and the ranges of an option's own keys come from that axis's registry.
 """
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import hashlib
 import json
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from xferlab.config._registry import ConfigError, Range, Registry, close_match, select
 
-class ConfigError(Exception):
-    """A user error in the configuration: one line per problem, each naming key, value and fix."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
+__all__ = [
+    "AXES",
+    "Config",
+    "ConfigError",
+    "Range",
+    "Registry",
+    "close_match",
+    "digest",
+    "make_schema",
+    "register",
+    "select",
+    "unknown_keys",
+    "validate",
+]
 
 
 @dataclass
@@ -55,12 +67,14 @@ class FreezeConfig:
     norms: bool = False  # bitfit: norm affine parameters train too
     rank: int = 8  # lora
     alpha: float = 16.0  # lora
-    targets: list[str] | None = None  # lora: module name patterns; null = every conv/linear in blocks
+    # lora: module name patterns; null = every conv/linear in blocks
+    targets: list[str] | None = None
 
 
 @dataclass
 class DataConfig:
-    kind: str = MISSING  # digits | glyphs | image_folder | torchvision | animal_mnist | mnist_5k | elpv
+    # digits | glyphs | image_folder | torchvision | animal_mnist | mnist_5k | elpv
+    kind: str = MISSING
     name: str = MISSING  # display name; the dataset class name for torchvision
     num_classes: int | None = None  # stated by the option; null = whatever the data holds
     image_size: int = 32
@@ -152,49 +166,62 @@ class Config:
     seed: int = 0
 
 
+def make_schema() -> type:
+    """`Config`, each section widened by the own keys it lacks of the options registered on
+    its axes: a plugin's option (xferlab/plugins.py) brings its keys and their defaults along
+    (a key without a default is MISSING until its option's YAML sets it)."""
+    sections = typing.get_type_hints(Config)
+    added: dict[str, list[tuple[str, Any, Any]]] = {}
+    for registry in Registry.ALL:
+        base = sections.get(registry.section)
+        if not dataclasses.is_dataclass(base):
+            continue
+        new = added.setdefault(registry.section, [])
+        known = {f.name for f in dataclasses.fields(base)} | {name for name, _, _ in new}
+        for _, option in registry.items():
+            if not (isinstance(option, type) and dataclasses.is_dataclass(option)):
+                continue
+            hints = typing.get_type_hints(option)
+            for f in dataclasses.fields(option):
+                if f.init and f.name not in known:
+                    default = (field(default_factory=f.default_factory)
+                               if f.default_factory is not dataclasses.MISSING else
+                               field(default=MISSING if f.default is dataclasses.MISSING
+                                     else f.default))
+                    new.append((f.name, hints[f.name], default))
+                    known.add(f.name)
+    widened = {name: dataclasses.make_dataclass(sections[name].__name__, keys,
+                                                bases=(sections[name],))
+               for name, keys in added.items() if keys}
+    if not widened:
+        return Config
+    return dataclasses.make_dataclass(
+        "Config", [(name, cls, field(default_factory=cls)) for name, cls in widened.items()],
+        bases=(Config,))
+
+
 def register() -> None:
     """Make the schema available as `xferlab_schema` to conf/config.yaml's defaults list."""
-    ConfigStore.instance().store(name="xferlab_schema", node=Config)
+    ConfigStore.instance().store(name="xferlab_schema", node=make_schema())
 
 
+# Settings with a fixed set of values; the ablation axes (AXES) take theirs from their registries.
 CHOICES = {
-    "head.kind": ("linear", "mlp", "cosine"),
-    "freeze.strategy": (
-        "full", "scratch", "linear_probe", "last_k", "gradual", "lp_ft", "layer_decay", "bitfit",
-        "lora",
-    ),
-    "data.kind": ("digits", "glyphs", "image_folder", "torchvision", "animal_mnist", "mnist_5k",
-                  "elpv"),
-    "data.elpv_task": ("binary", "four"),
-    "data.augment": ("none", "light", "randaugment"),
     "data.loader": ("auto", "memory", "workers"),
-    "optim.name": ("adamw", "sgd"),
-    "sched.name": ("cosine", "constant"),
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.precision": ("auto", "fp32", "bf16"),
     "trainer.feature_cache": ("auto", "off"),
     "trainer.channels_last": ("auto", "true", "false"),
 }
-PRETRAINED_KINDS = ("none", "timm", "file", "mlflow", "source", "package")
-
-
-def close_match(value: str, allowed: list[str] | tuple[str, ...]) -> str:
-    """' (did you mean X?)' when a close match exists, else ''."""
-    match = difflib.get_close_matches(str(value), list(allowed), n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ""
-
-
-def _get(cfg: Any, key: str) -> Any:
-    node = cfg
-    for part in key.split("."):
-        node = getattr(node, part)
-    return node
+# The keys that name an option of an axis, each with one registry (in the module named).
+AXES = {"backbone.pretrained": "backbones", "head.kind": "heads", "freeze.strategy": "freezing",
+        "data.kind": "data", "data.augment": "data", "optim.name": "optim", "sched.name": "optim"}
 
 
 def unknown_keys(cfg: Any, schema: Any = None, prefix: str = "") -> list[str]:
     """Keys the schema does not know: Hydra's `+key=value` adds one even to a structured
     config, so a typo added that way would otherwise train silently."""
-    schema = OmegaConf.structured(Config) if schema is None else schema
+    schema = OmegaConf.structured(make_schema()) if schema is None else schema
     problems, known = [], list(schema.keys())  # `in` would miss keys whose default is MISSING
     for key in cfg:
         dotted = f"{prefix}{key}"
@@ -211,8 +238,13 @@ def unknown_keys(cfg: Any, schema: Any = None, prefix: str = "") -> list[str]:
 def validate(cfg: Any) -> list[str]:
     """Every unknown key, range and choice problem of a composed config, one line each."""
     problems = unknown_keys(cfg) if isinstance(cfg, DictConfig) else []
+    registries = {r.key: r for r in Registry.ALL}
+    for key, module in AXES.items():
+        if key not in registries:  # a programming error: the choices would go unchecked
+            raise RuntimeError(f"no registry for {key}: import xferlab.{module} first")
+        problems += registries[key].problems(cfg)
     for key, allowed in CHOICES.items():
-        value = _get(cfg, key)
+        value = select(cfg, key)
         if value not in allowed:
             problems.append(
                 f"{key}={value!r} is not one of {', '.join(allowed)}{close_match(value, allowed)}"
@@ -220,9 +252,9 @@ def validate(cfg: Any) -> list[str]:
 
     def check(key: str, ok: bool, allowed: str) -> None:
         if not ok:
-            problems.append(f"{key}={_get(cfg, key)!r} is out of range: {allowed}")
+            problems.append(f"{key}={select(cfg, key)!r} is out of range: {allowed}")
 
-    d, t, f = cfg.data, cfg.trainer, cfg.freeze
+    d, t = cfg.data, cfg.trainer
     check("data.fraction", 0 < d.fraction <= 1, "use 0 < data.fraction <= 1 (e.g. 0.05)")
     if d.shots is not None:
         check("data.shots", d.shots >= 1, "use a whole number of images per class >= 1")
@@ -255,27 +287,6 @@ def validate(cfg: Any) -> list[str]:
     check("optim.l2sp.alpha", cfg.optim.l2sp.alpha >= 0, "use optim.l2sp.alpha >= 0")
     check("optim.l2sp.beta", cfg.optim.l2sp.beta >= 0, "use optim.l2sp.beta >= 0")
     check("sched.warmup_frac", 0 <= cfg.sched.warmup_frac < 1, "use 0 <= sched.warmup_frac < 1")
-    check("sched.min_lr_ratio", 0 <= cfg.sched.min_lr_ratio <= 1, "use 0 <= value <= 1")
-    check("freeze.k", f.k >= 0, "use freeze.k >= 0")
-    check("freeze.every", f.every >= 1, "use freeze.every >= 1")
-    check("freeze.lp_epochs", f.lp_epochs >= 0, "use freeze.lp_epochs >= 0")
-    check("freeze.ft_lr_scale", f.ft_lr_scale > 0, "use freeze.ft_lr_scale > 0")
-    check("freeze.decay", 0 < f.decay <= 1, "use 0 < freeze.decay <= 1")
-    check("freeze.rank", f.rank >= 1, "use freeze.rank >= 1")
-    check("head.dropout", 0 <= cfg.head.dropout < 1, "use 0 <= head.dropout < 1")
-    check("head.hidden", cfg.head.hidden >= 1, "use head.hidden >= 1")
-    kind = cfg.backbone.pretrained.split(":", 1)[0]
-    if kind not in PRETRAINED_KINDS:
-        problems.append(
-            f"backbone.pretrained={cfg.backbone.pretrained!r} is not a known source: use none, "
-            f"timm, timm:<tag>, file:<path>, mlflow:<uri>, source:<set> or package:<package>"
-            f"{close_match(kind, PRETRAINED_KINDS)}"
-        )
-    elif kind in ("file", "mlflow", "source", "package") and ":" not in cfg.backbone.pretrained:
-        problems.append(f"backbone.pretrained={kind!r} needs a value: write {kind}:<...>")
-    if d.kind == "image_folder" and not d.root:
-        problems.append("data.root is not set: data=image_folder needs data.root=<folder of "
-                        "class sub-folders>")
     return problems
 
 
@@ -288,11 +299,24 @@ NOT_IN_RESULT = ("tracking", "data.loader", "data.workers", "trainer.progress", 
 
 def digest(cfg: DictConfig) -> str:
     """16 hex digits identifying what a config computes: equal digests, equal results."""
-    tree = OmegaConf.to_container(cfg, resolve=True)
+    # a DictConfig's container is a dict (to_container is typed for any node)
+    tree = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     for dotted in NOT_IN_RESULT:
         *parents, leaf = dotted.split(".")
         node = tree
         for part in parents:
             node = node[part]
         node.pop(leaf)
+    # a key that make_schema added counts only where its option is chosen: a config keeps its
+    # digest whether or not a plugin whose options have keys of their own is installed
+    base, own = OmegaConf.structured(Config), dict[str, set[str]]()
+    for registry in Registry.ALL:
+        chosen = select(cfg, registry.key)
+        keys = own.setdefault(registry.section, set())
+        if chosen in registry and dataclasses.is_dataclass(registry[chosen]):
+            keys.update(registry.own_keys(chosen))
+    for section, keys in own.items():
+        if section in base and isinstance(tree.get(section), dict):
+            for key in set(tree[section]) - set(base[section].keys()) - keys:
+                del tree[section][key]
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
