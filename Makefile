@@ -25,11 +25,14 @@ demo: $(STAMP)
 		--paired-vs scratch --parent latest --min-n 1
 	@echo "Browse every run, its curves and artifacts: $(BIN)/xferlab ui  (http://127.0.0.1:5000)"
 
-test: $(STAMP)
+# Lint and type-check first: seconds, and they fail the target before minutes of tests run.
+test: lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
+# The rule set and the mypy settings are in pyproject.toml ([tool.ruff.lint], [tool.mypy]).
 lint: $(STAMP)
-	$(BIN)/ruff check xferlab tests
+	$(BIN)/ruff check xferlab tests experiments
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) outputs
