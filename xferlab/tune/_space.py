@@ -13,7 +13,6 @@ A search file declares the searched config keys and how to search them:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -24,6 +23,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from xferlab.config import ConfigError, close_match
+from xferlab.tune._samplers import PRUNERS, SAMPLERS
 
 # Run metrics a search can optimise (DESIGN.md §6), each with its natural direction.
 OBJECTIVES = {
@@ -32,8 +32,6 @@ OBJECTIVES = {
     "train/loss": "minimize", "params/trainable": "minimize", "params/total": "minimize",
     "time/epoch_s": "minimize", "throughput/img_s": "maximize",
 }
-SAMPLERS = ("tpe", "random", "cmaes", "grid", "nsga2")
-PRUNERS = ("median", "hyperband", "none")
 TYPES = ("float", "int", "categorical")
 
 
@@ -129,7 +127,7 @@ def _check_options(o: Options) -> list[str]:
     ]
     problems = [f"tune.{key}={getattr(o, key)!r} is out of range: {fix}"
                 for key, ok, fix in checks if not ok]
-    for key, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
+    for key, allowed in (("sampler", tuple(SAMPLERS)), ("pruner", tuple(PRUNERS))):
         value = getattr(o, key)
         if value is not None and value not in allowed:
             problems.append(f"tune.{key}={value!r} is not a {key}: choose one of "
@@ -211,7 +209,7 @@ def _check_search(where: str, s: Search) -> list[str]:
             d not in ("maximize", "minimize") for d in s.direction)):
         problems.append(f"{where}: direction={s.direction} must give maximize or minimize for "
                         f"each of the {len(s.objective)} objective(s), or be left out")
-    for key, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
+    for key, allowed in (("sampler", tuple(SAMPLERS)), ("pruner", tuple(PRUNERS))):
         value = getattr(s, key)
         if value not in allowed:
             problems.append(f"{where}: {key}={value!r} is not a {key}: choose one of "
@@ -220,23 +218,10 @@ def _check_search(where: str, s: Search) -> list[str]:
         problems.append(f"{where}: startup_trials and warmup_epochs must be >= 0")
     if problems:
         return problems
-    if s.pruner != "none" and s.directions != ["maximize"]:
+    if PRUNERS[s.pruner].prunes and s.directions != ["maximize"]:
         problems.append(f"{where}: pruner={s.pruner} prunes on val/acc, which fits one maximised "
                         "objective only: set pruner: none")
-    conditional = [k for k, p in s.params.items() if p.when]
-    if s.sampler == "cmaes":
-        categorical = [k for k, p in s.params.items() if p.type == "categorical"]
-        if len(s.objective) > 1 or categorical or conditional:
-            problems.append(f"{where}: sampler=cmaes optimises one objective over unconditional "
-                            "float and int params: use tpe (or nsga2 for several objectives)")
-        if importlib.util.find_spec("cmaes") is None:  # Optuna's CMA-ES lives in that package
-            problems.append(f"{where}: sampler=cmaes needs the cmaes package: pip install cmaes")
-    if s.sampler == "grid":
-        problems += [f"{where}: sampler=grid needs unconditional params: drop when from {k}"
-                     for k in conditional]
-        problems += [f"{where}: sampler=grid needs a step for the float {k} (or list its values "
-                     "as a categorical)" for k, p in s.params.items()
-                     if p.type == "float" and p.step is None]
+    problems += SAMPLERS[s.sampler].problems(s, where)
     return problems
 
 

@@ -10,7 +10,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Literal, cast
@@ -23,8 +23,8 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from xferlab import tracking
+from xferlab.tune._samplers import PRUNERS, SAMPLERS
 from xferlab.tune._space import Search, SearchError
-from xferlab.tune._values import grid
 
 TUNE_DIR = Path("outputs/tune")
 # States that count towards tune.trials; a FAIL does not, so a failed trial is replaced.
@@ -113,8 +113,9 @@ def open_study(storage: BaseStorage, name: str, search: Search,
 def load_study(name: str, storage: BaseStorage, search: Search,
                seed: int | None) -> optuna.Study:
     """The study as one worker sees it, with its own sampler and pruner."""
-    return optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(search, seed),
-                             pruner=make_pruner(search))
+    return optuna.load_study(study_name=name, storage=storage,
+                             sampler=SAMPLERS[search.sampler].build(search, seed),
+                             pruner=PRUNERS[search.pruner].build(search))
 
 
 def worker_seed(seed: int | None, started: int, worker: int) -> int | None:
@@ -123,40 +124,6 @@ def worker_seed(seed: int | None, started: int, worker: int) -> int | None:
     if seed is None:
         return None
     return random.Random(f"{seed}:{started}:{worker}").getrandbits(32)
-
-
-def make_sampler(search: Search, seed: int | None) -> optuna.samplers.BaseSampler:
-    startup = search.startup_trials
-    samplers: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup),
-        "grid": lambda: _Grid(grid(search.params), seed=seed),
-        # a generation needs two parents at least
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, startup)),
-    }
-    return samplers[search.sampler]()
-
-
-class _Grid(optuna.samplers.GridSampler):
-    """Optuna's grid sampler calls `study.stop()` once the grid is done, which only works inside
-    `study.optimize`: with ask/tell, `tune.trials` ends the study instead."""
-
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
-                    values: Sequence[float] | None) -> None:
-        pass
-
-
-def make_pruner(search: Search) -> optuna.pruners.BasePruner:
-    # steps are epochs trained (1, 2, ...), Optuna's "resource"
-    pruners: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials,
-                                                      n_warmup_steps=search.warmup_epochs),
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(
-            min_resource=max(1, search.warmup_epochs)),
-        "none": optuna.pruners.NopPruner,
-    }
-    return pruners[search.pruner]()
 
 
 class Pruned(tracking.StopRun, optuna.TrialPruned):
