@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,13 +11,12 @@ from typing import NoReturn
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
 from xferlab import backbones, checkpoint, config, data, freezing, heads, tracking
-from xferlab.launch import compose, sources
+from xferlab.launch import compose, jobs, sources
 
 # Errors that are the user's to fix: one line, exit code 2, no traceback, no MLflow run.
 USER_ERRORS = (config.ConfigError, data.DataError, backbones.WeightsError,
@@ -152,16 +150,15 @@ def build_model(cfg: DictConfig, ds: data.Datasets, pretrained: str) -> tuple[
     return model, report
 
 
-def launch_from_hydra() -> tracking.Launch:
+def launch_from_hydra(sweep: jobs.Sweep | None) -> tracking.Launch:
     """The launch of the job Hydra is running: its group choices, overrides and sweep."""
     hc = HydraConfig.get()
-    sweep = {}
-    if hc.mode == RunMode.MULTIRUN:
-        sweep = {"sweep.id": Path(hc.sweep.dir).name, "sweep.job": str(hc.job.num)}
     return tracking.Launch(choices={k: str(v) for k, v in hc.runtime.choices.items()
                                     if not k.startswith("hydra/") and v is not None},
                            overrides=list(hc.overrides.task),
-                           parent_run_id=os.environ.get(tracking.PARENT_ENV), sweep_tags=sweep)
+                           parent_run_id=sweep.parent_run_id if sweep else None,
+                           sweep_tags={"sweep.id": sweep.id, "sweep.job": str(hc.job.num)}
+                           if sweep else {})
 
 
 def run_name(launch: tracking.Launch, cfg: DictConfig) -> str:

@@ -4,10 +4,12 @@ parent run whose children they become."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import hydra
 from omegaconf import DictConfig
 
 from xferlab.config import ConfigError
@@ -18,6 +20,31 @@ HYDRA_INFO_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c
                     "--shell-completion", "-sc", "--resolve"}
 HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path",
                      "-cp", "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What every job of a multirun is handed: its MLflow parent run and the sweep's id."""
+
+    parent_run_id: str
+    id: str
+
+
+# A recipe's job: one composed config (and its sweep, in a multirun) -> Hydra's return value
+Job = Callable[[DictConfig, Sweep | None], object]
+
+
+def hydra_main(job: Job, sweep: Sweep | None = None) -> Callable[[], object]:
+    """The job as a `@hydra.main` over conf/, with the sweep bound to it: Hydra's launchers
+    (in-process, joblib, submitit, Ray) carry it to every job as part of the task function,
+    which they pickle, so no environment variable or folder name carries it."""
+
+    @functools.wraps(job)
+    def task(cfg: DictConfig) -> object:
+        return job(cfg, sweep)
+
+    return hydra.main(config_path=str(compose.CONF_DIR), config_name="config",
+                      version_base="1.3")(task)
 
 
 @dataclass(frozen=True)
@@ -62,10 +89,10 @@ def split(args: list[str]) -> tuple[list[str], list[str]]:
     return out, unknown
 
 
-def hand_over(hydra_main: Callable[[], object], jobs: Jobs) -> int:
-    """Run the recipe's `@hydra.main` on the jobs; a multirun gets its parent run first."""
+def hand_over(job: Job, jobs: Jobs) -> int:
+    """Run the recipe's job under Hydra; a multirun gets its parent run first."""
     if not jobs.multirun or jobs.info:  # a single run warns of stale runs itself
-        return run_hydra(hydra_main, jobs.args)
+        return run_hydra(hydra_main(job), jobs.args)
     from datetime import datetime
 
     from mlflow.entities import RunStatus
@@ -81,7 +108,8 @@ def hand_over(hydra_main: Callable[[], object], jobs: Jobs) -> int:
                                          "overrides": tracking.masked(" ".join(jobs.overrides))})
     status = RunStatus.FAILED
     try:
-        code = run_hydra(hydra_main, [*jobs.args, f"hydra.sweep.dir=outputs/multirun/{sweep_id}"])
+        code = run_hydra(hydra_main(job, Sweep(parent, sweep_id)),
+                         [*jobs.args, f"hydra.sweep.dir=outputs/multirun/{sweep_id}"])
         status = RunStatus.FINISHED if code == 0 else RunStatus.FAILED
         return code
     except KeyboardInterrupt:

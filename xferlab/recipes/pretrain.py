@@ -9,14 +9,12 @@ from __future__ import annotations
 import json
 import sys
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from xferlab import backbones, tracking
 from xferlab.files import atomic
 from xferlab.launch import common, jobs, sources
-from xferlab.launch.compose import CONF_DIR
 from xferlab.recipes import train
 
 
@@ -69,12 +67,12 @@ def ensure(configs: list[DictConfig]) -> None:
             sys.exit(130)
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def job(cfg: DictConfig, sweep: jobs.Sweep | None) -> float:
+    """One job of `xferlab pretrain` under Hydra."""
     with common.one_line_errors():
         found = sources.cached(sources.cache_file(cfg))
         if found is None:
-            found = build(cfg, common.launch_from_hydra())
+            found = build(cfg, common.launch_from_hydra(sweep))
         print(f"source weights: {found.path}  (run {found.run_id}, digest {found.digest})")
         return 0.0
 
@@ -85,8 +83,8 @@ def launch(prepared: jobs.Jobs) -> int:
     if not prepared.info:
         with common.one_line_errors():
             common.check_all(prepared.configs)
-    return jobs.hand_over(main, prepared)
+    return jobs.hand_over(job, prepared)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(jobs.run_hydra(jobs.hydra_main(job), sys.argv[1:]))

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from xferlab import (
@@ -32,7 +31,6 @@ from xferlab import (
 )
 from xferlab.evaluate import class_metrics
 from xferlab.launch import common, jobs
-from xferlab.launch.compose import CONF_DIR
 from xferlab.tracking import artifacts
 
 config.register()
@@ -237,10 +235,10 @@ def resume(run_id: str, uri: str | None) -> Result:
     return train(cfg, tracking.Launch(), resume_from=(run_id, state))
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def job(cfg: DictConfig, sweep: jobs.Sweep | None) -> float:
+    """One job of `xferlab train` under Hydra."""
     with common.one_line_errors():
-        return train(cfg, common.launch_from_hydra()).best_val_acc
+        return train(cfg, common.launch_from_hydra(sweep)).best_val_acc
 
 
 def launch(prepared: jobs.Jobs) -> int:
@@ -252,7 +250,7 @@ def launch(prepared: jobs.Jobs) -> int:
         with common.one_line_errors():
             common.check_all(prepared.configs)
             pretrain.ensure(prepared.configs)
-    return jobs.hand_over(main, prepared)
+    return jobs.hand_over(job, prepared)
 
 
 def resume_command(run_id: str, uri: str | None) -> int:
@@ -263,4 +261,4 @@ def resume_command(run_id: str, uri: str | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(jobs.run_hydra(jobs.hydra_main(job), sys.argv[1:]))

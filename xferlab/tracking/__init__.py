@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-PARENT_ENV = "XFERLAB_PARENT_RUN_ID"  # set by the CLI for the jobs of a multirun
 HOST_TAG, PID_TAG = "xferlab.host", "xferlab.pid"  # which process owns a RUNNING run
 
 
@@ -308,10 +307,9 @@ def log_missing_epochs(run_id: str, epochs: list[Mapping[str, float]]) -> set[in
 
 
 def start_parent(uri: str | None, experiment: str, *, name: str, tags: dict[str, str]) -> str:
-    """Open the parent run of a sweep; the jobs find it through PARENT_ENV."""
+    """Open the parent run of a sweep; its id is handed to the jobs (launch.jobs.Sweep)."""
     experiment_id = setup(uri, experiment)
     parent = _client().create_run(experiment_id, run_name=name, tags={**tags, **owner()})
-    os.environ[PARENT_ENV] = parent.info.run_id
     return parent.info.run_id
 
 
