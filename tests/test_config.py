@@ -68,6 +68,8 @@ def test_all_bad_overrides_are_listed_at_once():
     (["freeze.strategy=frozen"], "freeze.strategy='frozen' is not one of"),
     (["backbone.pretrained=fil:/x"], "did you mean 'file'"),
     (["data=image_folder"], "data.root is not set"),
+    (["trainer.threads=0"], "trainer.threads=0 is out of range: use auto, a number"),
+    (["trainer.threads=many"], "trainer.threads='many' is out of range"),
 ])
 def test_validate_reports_ranges_and_choices(overrides, expected):
     problems = validate(compose(overrides))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from importlib import metadata
 from pathlib import Path
 
@@ -81,3 +82,23 @@ def test_a_diverging_run_stops_failed_with_a_clear_message(tmp_path):
     assert run.info.status == "FAILED"
     traceback = client.download_artifacts(run.info.run_id, "error/traceback.txt", str(tmp_path))
     assert "FloatingPointError" in Path(traceback).read_text()
+
+
+def test_threads_auto_shares_the_cores_among_the_jobs_running_at_once(tmp_path):
+    from xferlab.launch.common import thread_count
+
+    assert [thread_count("auto", jobs, cores=2) for jobs in (1, 2, 4)] == [2, 1, 1]
+    assert thread_count("auto", 2, cores=16) == 8 and thread_count(3, 2, cores=16) == 3
+    assert thread_count(None, 2, cores=16) is None  # torch's own default
+    # the default is auto: one job gets every core, two joblib jobs half each
+    cores = os.cpu_count() or 1
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    assert xferlab("train", *FAST, cwd=tmp_path / "one").returncode == 0
+    out = xferlab("train", "-m", *FAST, "seed=0,1", "hydra/launcher=joblib",
+                  "hydra.launcher.n_jobs=2", cwd=tmp_path / "two")
+    assert out.returncode == 0, out.stderr
+    [one] = experiment_runs(tmp_path / "one")
+    two = [r for r in experiment_runs(tmp_path / "two") if r.data.tags.get("kind") != "sweep"]
+    assert one.data.params["trainer.threads"] == "auto" and one.data.tags["threads"] == str(cores)
+    assert [r.data.tags["threads"] for r in two] == [str(max(1, cores // 2))] * 2

@@ -134,7 +134,9 @@ class TrainerConfig:
     steps_per_epoch: int | None = None  # null = one pass over the training data
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
-    threads: int | None = None  # torch intra-op threads; null = torch's default
+    # torch intra-op threads: auto = the cores / the jobs this launch runs at once (joblib's
+    # n_jobs, tune's workers), so parallel jobs never oversubscribe; a number; null = torch's
+    threads: Any = "auto"
     progress: bool = True
     # auto: while the backbone is frozen (and inputs are not augmented), train the head on
     # cached backbone features (outputs/cache/features/); off: run the backbone every step
@@ -263,6 +265,9 @@ def validate(cfg: Any) -> list[str]:
                 f"data.fraction={d.fraction} and data.shots={d.shots} are both set: "
                 "choose one (data.shots=null or data.fraction=1.0)"
             )
+    check("trainer.threads", t.threads in ("auto", None) or (
+        isinstance(t.threads, int) and not isinstance(t.threads, bool) and t.threads >= 1),
+        "use auto, a number of threads >= 1, or null for torch's default")
     check("data.val_fraction", 0 < d.val_fraction < 1, "use 0 < data.val_fraction < 1")
     check("data.test_fraction", 0 < d.test_fraction < 1, "use 0 < data.test_fraction < 1")
     check("data.image_size", d.image_size >= 8, "use data.image_size >= 8")

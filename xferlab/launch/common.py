@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -78,12 +79,21 @@ def device_and_precision(trainer: DictConfig) -> tuple[torch.device, bool]:
     return device, bf16
 
 
-def runtime(cfg: DictConfig) -> tuple[torch.device, bool]:
+def thread_count(setting: int | str | None, parallel_jobs: int, cores: int) -> int | None:
+    """torch's intra-op threads for `trainer.threads`: auto shares the cores among the jobs
+    running at once (two jobs on two cores get one each); None leaves torch's default."""
+    if setting == "auto":
+        return max(1, cores // max(1, parallel_jobs))
+    return None if setting is None else int(setting)
+
+
+def runtime(cfg: DictConfig, parallel_jobs: int = 1) -> tuple[torch.device, bool]:
     """Seed, device, bf16 or not, and torch's thread count: what every recipe sets first."""
     torch.manual_seed(cfg.seed)
     device, bf16 = device_and_precision(cfg.trainer)
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
+    threads = thread_count(cfg.trainer.threads, parallel_jobs, os.cpu_count() or 1)
+    if threads is not None:
+        torch.set_num_threads(threads)
     return device, bf16
 
 
@@ -158,7 +168,16 @@ def launch_from_hydra(sweep: jobs.Sweep | None) -> tracking.Launch:
                            overrides=list(hc.overrides.task),
                            parent_run_id=sweep.parent_run_id if sweep else None,
                            sweep_tags={"sweep.id": sweep.id, "sweep.job": str(hc.job.num)}
-                           if sweep else {})
+                           if sweep else {}, parallel_jobs=_parallel_jobs(hc.launcher))
+
+
+def _parallel_jobs(launcher: DictConfig) -> int:
+    """Jobs Hydra's launcher runs at once on this machine: joblib's n_jobs (-1: one per core);
+    one for the others (in-process one at a time, or a process per node or task)."""
+    n_jobs = launcher.get("n_jobs")
+    if n_jobs is None:
+        return 1
+    return (os.cpu_count() or 1) if n_jobs < 0 else int(n_jobs)
 
 
 def run_name(launch: tracking.Launch, cfg: DictConfig) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from xferlab import (
@@ -53,7 +54,7 @@ def train(cfg: DictConfig, launch: tracking.Launch,
     problems = common.preflight(cfg)
     if problems:
         raise config.ConfigError(problems)
-    device, bf16 = common.runtime(cfg)
+    device, bf16 = common.runtime(cfg, launch.parallel_jobs)
 
     # ---- data, before the store (a bad dataset then leaves no store behind): the full pool,
     # then the (nested, stratified) training subset
@@ -109,7 +110,8 @@ def train(cfg: DictConfig, launch: tracking.Launch,
     # ---- track and train. The run opens on a thread while the first epoch trains (importing
     # MLflow and opening its store is a run's largest fixed cost); params and the training
     # subset are logged there as soon as it exists, and `run.run_id` waits for it
-    tags = {**launch.tags(load_report.tags()), checkpoint.DIGEST_TAG: digest}
+    tags = {**launch.tags(load_report.tags()), checkpoint.DIGEST_TAG: digest,
+            "threads": str(torch.get_num_threads())}  # what trainer.threads gave this run
     if source:  # link the result to the run that built its source
         tags.update({"source.run_id": source.run_id, "source.weights_digest": source.digest})
 

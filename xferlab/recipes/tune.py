@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import multiprocessing
-import os
 import re
 import shlex
 import time
@@ -196,8 +195,6 @@ def _run_workers(job: Job) -> int:
 
 def work(job: Job, index: int) -> None:
     """A worker: claims trials until the study holds its total, trains each in this process."""
-    if job.options.workers > 1:  # share the cores rather than oversubscribe them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.options.workers))
     experiment_id = tracking.setup(job.tracking_uri, job.experiment)
     seed = tune.worker_seed(job.options.seed, job.started, index)
     study = tune.load_study(job.study, tune.open_storage(job.storage), job.search, seed)
@@ -215,6 +212,7 @@ def _run_trial(job: Job, study: optuna.Study, trial: optuna.Trial, experiment_id
     overrides = [*job.overrides, *tune.as_overrides(values)]
     # its run name leads with the trial number: t7·resnet18·full·f1·s0
     launch = tracking.Launch(overrides=overrides, parent_run_id=job.parent,
+                             parallel_jobs=job.options.workers,  # trainer.threads=auto shares
                              prefix=f"t{trial.number}·",
                              sweep_tags=tune.trial_tags(job.study, trial.number, values))
     record = functools.partial(tune.record, study, trial, experiment_id=experiment_id,

@@ -17,6 +17,7 @@ class Launch:
     parent_run_id: str | None = None
     sweep_tags: dict[str, str] = field(default_factory=dict)
     prefix: str = ""  # before the name: a trial's 't7·'
+    parallel_jobs: int = 1  # jobs of this launch running at once on this machine
 
     def run_name(self, *, backbone: str, strategy: str, fraction: float, shots: int | None,
                  seed: int) -> str:
