@@ -71,7 +71,7 @@ def xferlab_loop(s: Setup, images, labels) -> float:
     engine.fit(model, groups=groups, plan_for=lambda epoch: plan, optimizer=opt,
                train=(images, labels), val=val, loop=loop, epochs=1, max_steps=s.steps,
                steps_per_epoch=s.steps, base_lr=1e-3,
-               schedule=engine.lr_schedule("cosine", 0.05, 0.0), seed=0,
+               schedule=engine.lr_schedule("cosine", 0.05, min_lr_ratio=0.0), seed=0,
                on_epoch=lambda epoch, metrics: None)
     sync(s)
     return s.steps * s.batch / (time.perf_counter() - started)
