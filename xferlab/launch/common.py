@@ -114,14 +114,14 @@ def placed_model(cfg: DictConfig, ds: data.Datasets, device: torch.device) -> tu
                                 else cfg.backbone.pretrained)
     channels_last = cfg.trainer.channels_last == "true" or (
         cfg.trainer.channels_last == "auto"
-        and (device.type == "cuda" or _convolutional(model.backbone)))
+        and (device.type == "cuda" or convolutional(model.backbone)))
     # torch's overloads of Module.to lack (device, memory_format=...), which it takes
     model.to(device,  # type: ignore[call-overload]
              memory_format=torch.channels_last if channels_last else torch.preserve_format)
     return model, report, source, channels_last
 
 
-def _convolutional(backbone: torch.nn.Module) -> bool:
+def convolutional(backbone: torch.nn.Module) -> bool:
     """More than one 2-D convolution: a ViT's only one is its patch embedding."""
     return sum(isinstance(m, torch.nn.Conv2d) for m in backbone.modules()) > 1
 
