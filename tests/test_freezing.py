@@ -76,7 +76,7 @@ def expected_trainable(model, groups, plan) -> set[str]:
 
 
 def test_the_freeze_yamls_cover_every_strategy():
-    assert len(FREEZE_YAMLS) == len(STRATEGIES) == 9
+    assert len(FREEZE_YAMLS) == len(STRATEGIES) == 10
     assert {OmegaConf.load(p).strategy for p in FREEZE_YAMLS} == set(STRATEGIES)
 
 
@@ -161,6 +161,7 @@ def test_bitfit_with_norms_trains_biases_and_norm_affines():
                  ["blocks.2", "blocks.3", "head"]]),
     ("lp_ft", [["head"], ["head"]] + [["stem", "blocks.0", "blocks.1", "blocks.2", "blocks.3",
                                        "head"]] * 3),
+    ("block_k", [["blocks.1", "head"]] * 5),  # k=2: group 2 counting the stem as 0
 ])
 def test_trainable_groups_per_epoch(strategy, expected):
     groups = layer_groups(build("test_resnet"))

@@ -108,6 +108,26 @@ class LastK(Strategy):
             f"use 0 <= freeze.k <= {n}")
 
 
+@STRATEGIES.register("block_k", k=Range(lambda k: k >= 0, "use freeze.k >= 0"))
+@dataclass(frozen=True)
+class BlockK(Strategy):
+    """Surgical fine-tuning (Lee et al., ICLR 2023): only layer group k (0 = the stem) and the
+    head train; which block is best depends on the kind of shift."""
+
+    k: int
+
+    def plan(self, n_groups: int, epoch: int) -> Plan:
+        scales = [0.0] * n_groups
+        scales[min(self.k, n_groups - 2)] = scales[-1] = 1.0  # k is checked by model_problem
+        return Plan(tuple(scales))
+
+    def model_problem(self, n_groups: int, backbone: str) -> str | None:
+        last = n_groups - 2  # the head is group n_groups - 1
+        return None if self.k <= last else (
+            f"freeze.k={self.k} is out of range: {backbone} has layer groups 0 (the stem) to "
+            f"{last} below the head; use 0 <= freeze.k <= {last}")
+
+
 @STRATEGIES.register("gradual", every=Range(lambda e: e >= 1, "use freeze.every >= 1"))
 @dataclass(frozen=True)
 class Gradual(Strategy):
