@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "xferlab"
 # DESIGN.md §3, layer by layer: what each module may import of xferlab (besides itself and
 # `config`, the schemas and registries' machinery every layer stands on).
 LIBRARY = {
-    "config": set(), "files": set(), "packages": set(), "plugins": set(), "evaluate": set(),
+    "config": set(), "files": set(), "packages": set(), "plugins": set(), "evaluate": {"data"},
     "scores": set(),
     "data": {"packages"}, "backbones": {"files", "packages"}, "heads": set(),
     "freezing": set(), "optim": {"freezing"}, "tracking": set(),

@@ -86,6 +86,9 @@ class DataConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.2
     augment: str = "none"  # none | light | randaugment
+    # extra evaluation sets: datasets with the target's classes (mnist_5k for digits) and
+    # corruptions of the test split, <corruption>-<1..5> or corrupt-<1..5> (xferlab.evaluate)
+    eval_sets: list[str] = field(default_factory=list)
     size: int = 40000  # glyphs: images generated
     charset: str = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # glyphs
     root: str | None = None  # image_folder / torchvision
@@ -130,6 +133,7 @@ class TrainerConfig:
     epochs: int = 10
     batch_size: int = 64
     eval_batch_size: int = 512
+    eval_every_epoch: bool = False  # data.eval_sets every epoch too, not only with the best weights
     max_steps: int | None = None  # a fixed step budget; overrides epochs when set
     steps_per_epoch: int | None = None  # null = one pass over the training data
     device: str = "auto"  # auto | cpu | cuda

@@ -77,8 +77,16 @@ class DataKind:
     def check_files(self) -> None:
         """DataError for files that cannot be read, found in seconds (before a source build)."""
 
+    def classes(self) -> list[str] | None:
+        """The class names, where known without loading (to check evaluation sets at start-up);
+        None: known once loaded."""
+        return None
+
 
 DATA_KINDS: Registry[type[DataKind]] = Registry("data.kind", DataError)
+DIGITS = [str(d) for d in range(10)]
+ANIMALS = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
+ELPV_TASKS = {"binary": ["functional", "defective"], "four": ["p=0", "p=1/3", "p=2/3", "p=1"]}
 
 
 class Packaged(DataKind):
@@ -99,6 +107,9 @@ class Digits(DataKind):
 
         return Loaded(*load_digits())
 
+    def classes(self) -> list[str]:
+        return DIGITS
+
 
 @DATA_KINDS.register("glyphs")
 @dataclass(frozen=True)
@@ -116,6 +127,9 @@ class Glyphs(DataKind):
                                                 charset=self.charset, cache_dir=cache_dir)
         return Loaded(Split(images, labels), list(self.charset), params={"pool": cache_key})
 
+    def classes(self) -> list[str]:
+        return list(self.charset)
+
 
 @DATA_KINDS.register("animal_mnist")
 @dataclass(frozen=True)
@@ -127,6 +141,9 @@ class AnimalMnist(Packaged):
 
         return Loaded(*load_animal_mnist())
 
+    def classes(self) -> list[str]:
+        return ANIMALS
+
 
 @DATA_KINDS.register("mnist_5k")
 @dataclass(frozen=True)
@@ -137,6 +154,9 @@ class Mnist5k(Packaged):
         from xferlab.data._packaged import load_mnist_5k
 
         return Loaded(*load_mnist_5k())
+
+    def classes(self) -> list[str]:
+        return DIGITS
 
 
 @DATA_KINDS.register("elpv", elpv_task=Range(
@@ -156,6 +176,9 @@ class Elpv(Packaged):
         paths, labels, classes, label_digest = elpv_files(self.elpv_task)
         return Loaded(Split(read_files(paths, in_chans, image_size), labels), classes,
                       params={"task": self.elpv_task, "labels": label_digest})
+
+    def classes(self) -> list[str] | None:
+        return ELPV_TASKS.get(self.elpv_task)
 
 
 ROOTS = ("root", "val_root", "test_root")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xferlab.data import DIGITS
 from xferlab.data._core import Split
 
 
@@ -21,4 +22,4 @@ def load_digits() -> tuple[Split, list[str]]:
     table = np.loadtxt(path, delimiter=",", dtype=np.float64)
     images = np.round(table[:, :64].reshape(-1, 1, 8, 8) * (255 / 16)).astype(np.uint8)
     labels = torch.from_numpy(table[:, 64].astype(np.int64))
-    return Split(torch.from_numpy(images), labels), [str(d) for d in range(10)]
+    return Split(torch.from_numpy(images), labels), list(DIGITS)

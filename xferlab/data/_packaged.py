@@ -14,11 +14,8 @@ import numpy as np
 import torch
 
 from xferlab import packages
-from xferlab.data import DataError
+from xferlab.data import ANIMALS, DIGITS, ELPV_TASKS, DataError
 from xferlab.data._core import Split, digest
-
-ANIMALS = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
-ELPV_TASKS = {"binary": ["functional", "defective"], "four": ["p=0", "p=1/3", "p=2/3", "p=1"]}
 
 
 def package_folder(kind: str) -> Path:
@@ -79,7 +76,7 @@ def load_mnist_5k() -> tuple[Split, list[str]]:
     table = np.loadtxt(path, delimiter=",", dtype=np.float32)  # 784 pixels, then the label
     images = table[:, :-1].reshape(-1, 1, 28, 28).astype(np.uint8)
     return (Split(torch.from_numpy(images), torch.from_numpy(table[:, -1].astype(np.int64))),
-            [str(d) for d in range(10)])
+            list(DIGITS))
 
 
 def elpv_files(task: str) -> tuple[list[Path], torch.Tensor, list[str], str]:

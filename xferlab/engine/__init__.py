@@ -113,22 +113,24 @@ class History:
 
 
 @torch.inference_mode()
+def logits(model: nn.Module, inputs: Any, loop: Loop, features: bool = False) -> torch.Tensor:
+    """(N, classes) float logits on the CPU over one split: `model` on images (a tensor or
+    images read on demand), or, with `features`, the head alone on the split's cached features."""
+    model.eval()
+    out = []
+    n = len(inputs)
+    for batch in loop.batches(inputs, loop.eval_slices(n)):
+        with loop.autocast():
+            out.append(model(loop.inputs(batch, features)).float().cpu())
+    return torch.cat(out)
+
+
 def evaluate(model: nn.Module, inputs: Any, labels: torch.Tensor,
              loop: Loop, features: bool = False) -> tuple[float, float, torch.Tensor]:
-    """Mean loss, accuracy and the predictions (N,) over one split: `model` on images (a tensor
-    or images read on demand), or, with `features`, the head alone on the split's cached
-    features."""
-    model.eval()
-    total_loss, preds = 0.0, []
-    slices = loop.eval_slices(len(labels))
-    for batch, part in zip(loop.batches(inputs, slices), slices, strict=True):
-        x, y = loop.inputs(batch, features), labels[part].to(loop.device)
-        with loop.autocast():
-            logits = model(x).float()
-        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-        preds.append(logits.argmax(1).cpu())
-    pred = torch.cat(preds)
-    return total_loss / len(labels), (pred == labels).float().mean().item(), pred
+    """Mean loss, accuracy and the predictions (N,) over one split (see `logits`)."""
+    out = logits(model, inputs, loop, features)
+    pred = out.argmax(1)
+    return (F.cross_entropy(out, labels).item(), (pred == labels).float().mean().item(), pred)
 
 
 def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int], Plan],

@@ -20,6 +20,7 @@ from xferlab import backbones, checkpoint, config, data, freezing, heads, tracki
 from xferlab.launch import compose, jobs, sources
 
 # Errors that are the user's to fix: one line, exit code 2, no traceback, no MLflow run.
+CACHE_DIR = Path("outputs/cache")  # datasets decoded once, feature caches, timing probes
 USER_ERRORS = (config.ConfigError, data.DataError, backbones.WeightsError,
                backbones.BackboneError, checkpoint.CheckpointError, freezing.LoraError)
 
@@ -132,7 +133,7 @@ def load_data(d: DictConfig) -> data.Datasets:
     ds = data.load_dataset(
         d.kind, name=d.name, image_size=d.image_size, in_chans=d.in_chans, seed=d.seed,
         val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-        cache_dir=Path("outputs/cache"), loader=d.loader,
+        cache_dir=CACHE_DIR, loader=d.loader,
         **{key: d[key] for key in data.DATA_KINDS.own_keys(d.kind)},
     )
     if d.num_classes is not None and d.num_classes != ds.num_classes:

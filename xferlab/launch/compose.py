@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 # the axes' registries (torch-free): `validate` checks every choice against them
-from xferlab import backbones, data, freezing, heads, optim, packages, plugins  # noqa: F401
+from xferlab import backbones, data, evaluate, freezing, heads, optim, packages, plugins  # noqa: F401
 from xferlab.config import ConfigError, close_match, register, validate
 from xferlab.tracking import masked
 
@@ -154,6 +154,7 @@ def check(cfg: DictConfig) -> list[str]:
         problems.append(problem)
     if cfg.data.kind in data.DATA_KINDS:
         problems += data.DATA_KINDS.build(cfg.data.kind, cfg.data).problems()
+    problems += evaluate.problems(cfg.data)
     uri_key = "tracking.uri" if cfg.tracking.uri else "MLFLOW_TRACKING_URI"
     uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri and (problem := tracking_uri_problem(uri)):

@@ -24,13 +24,13 @@ from xferlab import (
     config,
     data,
     engine,
+    evaluate,
     features,
     freezing,
     heads,
     optim,
     tracking,
 )
-from xferlab.evaluate import class_metrics
 from xferlab.launch import common, jobs
 from xferlab.tracking import artifacts
 
@@ -60,6 +60,9 @@ def train(cfg: DictConfig, launch: tracking.Launch,
     # then the (nested, stratified) training subset
     ds = common.load_data(cfg.data)
     subset, train_split = common.training_subset(cfg.data, ds)
+    eval_sets = evaluate.build_sets(list(cfg.data.eval_sets), test=ds.test, classes=ds.classes,
+                                    image_size=ds.image_size, in_chans=ds.in_chans,
+                                    seed=cfg.data.seed, cache_dir=common.CACHE_DIR)
 
     # ---- what to resume: the run named by --resume, or the newest unfinished run of this config
     digest = config.digest(cfg)
@@ -107,6 +110,12 @@ def train(cfg: DictConfig, launch: tracking.Launch,
             and loop.augment is None and features.deterministic(model.backbone)):
         cache = features.FeatureCache(model.backbone, loop)
 
+    def logits_of(images: Any, frozen: bool) -> torch.Tensor:
+        """The model's logits; the head's on cached features while the backbone is as cached."""
+        if frozen and cache is not None:
+            return engine.logits(model.head, cache(images), loop, features=True)
+        return engine.logits(model, images, loop)
+
     # ---- track and train. The run opens on a thread while the first epoch trains (importing
     # MLflow and opening its store is a run's largest fixed cost); params and the training
     # subset are logged there as soon as it exists, and `run.run_id` waits for it
@@ -137,6 +146,11 @@ def train(cfg: DictConfig, launch: tracking.Launch,
         logged = tracking.log_missing_epochs(run.run_id, state["epochs"]) if state else set()
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            if cfg.trainer.eval_every_epoch and eval_sets:
+                frozen = plan_for(epoch).backbone_frozen and all(
+                    plan_for(e).backbone_frozen for e in range(epoch))
+                metrics = {**metrics, **evaluate.set_metrics(
+                    functools.partial(logits_of, frozen=frozen), eval_sets)}
             if epoch not in logged:
                 tracking.log_metrics(run.run_id, metrics, step=epoch)
             if report is not None:
@@ -167,23 +181,20 @@ def train(cfg: DictConfig, launch: tracking.Launch,
             checkpoint.path_for(run.run_id).unlink(missing_ok=True)
             raise
 
-        # ---- test with the best-validation weights (through the cache if they never moved)
+        # ---- test and the evaluation sets with the best-validation weights (through the
+        # cache if they never moved)
         model.load_state_dict(history.best_state)
         frozen = cache is not None and all(plan_for(e).backbone_frozen
                                            for e in range(len(history.epochs)))
-        test_inputs = cache(ds.test.images) if frozen and cache is not None else ds.test.images
-        test_loss, test_acc, pred = engine.evaluate(model.head if frozen else model, test_inputs,
-                                                    ds.test.labels, loop, features=frozen)
+        final = evaluate.evaluate_final(functools.partial(logits_of, frozen=frozen),
+                                        val=ds.val, test=ds.test, sets=eval_sets)
         run_id = run.run_id
         if cache is not None:
             tracking.set_tags(run_id,
                               {"feature_cache": f"{cache.hits} hits, {cache.misses} misses"})
-        test_metrics = class_metrics(pred, ds.test.labels, ds.num_classes)
         tracking.log_metrics(run_id, {
-            "test/acc": test_acc, "test/loss": test_loss,
-            "test/balanced_acc": test_metrics["balanced_acc"],
-            "test/macro_f1": test_metrics["macro_f1"],
-            "best/val_acc": history.best_val_acc, "best/epoch": history.best_epoch,
+            **final.metrics, "best/val_acc": history.best_val_acc,
+            "best/epoch": history.best_epoch,
             "params/total": sum(p.numel() for p in model.parameters()),
         }, step=len(history.epochs) - 1)
         with tempfile.TemporaryDirectory() as tmp:
@@ -192,9 +203,12 @@ def train(cfg: DictConfig, launch: tracking.Launch,
             backbones.save_backbone(model.head, Path(tmp) / "head.safetensors")
             artifacts.log_run_artifacts(
                 run_id, Path(tmp), cfg=yaml, overrides=launch.overrides,
-                history=history.epochs, labels=ds.test.labels, pred=pred, classes=ds.classes,
+                history=history.epochs, labels=ds.test.labels, pred=final.pred,
+                classes=ds.classes, figures={"plots/reliability.png": evaluate.reliability_figure(
+                    final.before, final.after)},
             )
     checkpoint.path_for(run_id).unlink(missing_ok=True)  # FINISHED: the weights are artifacts
+    test_acc = final.metrics["test/acc"]
     common.print_summary(common.run_name(launch, cfg), cfg, run_id, test_acc, history)
     return Result(run_id, history.best_val_acc, test_acc, model)
 

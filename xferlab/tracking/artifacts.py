@@ -43,8 +43,9 @@ def log_subset(run_id: str, name: str, identity: str, labels: torch.Tensor, dige
 
 def log_run_artifacts(run_id: str, checkpoint: Path, *, cfg: str, overrides: list[str],
                       history: list[dict[str, float]], labels: torch.Tensor, pred: torch.Tensor,
-                      classes: list[str]) -> None:
-    """Resolved config, overrides, checkpoint folder, learning curves, confusion, per-class CSV."""
+                      classes: list[str], figures: dict[str, Figure]) -> None:
+    """Resolved config, overrides, checkpoint folder, learning curves, confusion, per-class CSV,
+    and the `figures` the caller drew, by artifact path."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
@@ -57,6 +58,8 @@ def log_run_artifacts(run_id: str, checkpoint: Path, *, cfg: str, overrides: lis
     confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
     client.log_figure(run_id, confusion_figure(confusion, classes), "plots/confusion_matrix.png")
     client.log_text(run_id, _per_class_csv(confusion, classes), "per_class_metrics.csv")
+    for path, figure in figures.items():
+        client.log_figure(run_id, figure, path)
 
 
 def _per_class_csv(confusion: torch.Tensor, classes: list[str]) -> str:
