@@ -263,6 +263,14 @@ MISTAKES = [
     (["--rows", "freeze"], "required: --experiment", "xferlab report --help"),
     (["--experiment", "study", "--rows", "freeze", "--append"],
      "--append adds a table to a Markdown report", "--out PATH.md"),
+    (["--experiment", "study", "--rows", "freeze", "--metric", "test/acc,best/val_ac"],
+     "--metric 'best/val_ac' is not logged", "did you mean 'best/val_acc'"),
+    (["--experiment", "study", "--rows", "freeze", "--metric", "test/acc,test/acc"],
+     "names test/acc twice", "--metric test/acc,test/ece"),
+    (["--experiment", "study", "--rows", "freeze", "--rank", "--metric", "test/acc,best/val_acc"],
+     "--rank sets the scores beside one fine-tuned metric", "--metric test/acc"),
+    (["--experiment", "study", "--rows", "freeze", "--cols", "metric"],
+     "key 'metric' names a column of the report itself", "params.metric"),
 ]
 
 
@@ -475,3 +483,133 @@ def test_rank_report_footer_counts_the_rank_runs_too(capsys, commits, tmp_path):
             f"line: {_digest(commits['ids']['ranked'])}) at commits c0ffee1 (6), decade2 (2),"
             in footer)
     assert "come from 2 commits" in err  # scores made at another commit than the fine-tuning
+
+
+# --- several metrics side by side: in-distribution and OOD accuracy, calibration ---
+
+ID, OOD, ECE = "test/acc", "eval/mnist_5k/acc", "test/ece"
+NO_OOD = ("full", "1.0", 2)  # this run did not log the OOD accuracy
+
+
+def shifted(metric: str, freeze: str, fraction: str, seed: int) -> float:
+    """Each metric of a run: distinct per metric, cell and seed."""
+    value = acc(freeze, fraction, seed)
+    return {ID: value, OOD: value - 0.25 + 0.007 * seed ** 2, ECE: 0.3 - value / 4}[metric]
+
+
+@pytest.fixture(scope="module")
+def shift(tmp_path_factory):
+    """Experiment `shift`: one sweep, freeze full|scratch x fraction 0.1|1.0 x 3 seeds, each run
+    logging ID and OOD accuracy and ECE, one run without the OOD accuracy."""
+    folder = tmp_path_factory.mktemp("shift")
+    (folder / "outputs").mkdir()
+    client = MlflowClient(store_uri(folder))
+    exp = client.create_experiment("shift", artifact_location=(
+        folder / "outputs" / "mlartifacts").as_uri())
+    parent = client.create_run(exp, tags={"kind": "sweep"}).info.run_id
+    for freeze in ("full", "scratch"):
+        for fraction in ("0.1", "1.0"):
+            for seed in SEEDS:
+                run = _run(client, exp, freeze=freeze, fraction=fraction, seed=seed,
+                           parent=parent)  # logs test/acc
+                logged = [m for m in (OOD, ECE) if (m, (freeze, fraction, seed)) != (OOD, NO_OOD)]
+                client.log_batch(run, metrics=[
+                    Metric(m, shifted(m, freeze, fraction, seed), 0, 0) for m in logged])
+    client.set_terminated(parent)
+    return {"uri": store_uri(folder), "client": client, "parent": parent}
+
+
+def _cells(text: str) -> dict[tuple[str, str], str]:
+    """A Markdown table's cells: (first column, head) -> text."""
+    lines = [line for line in text.splitlines() if line.startswith("| ")]  # not |---|
+    heads = lines[0].strip("| ").split(" | ")
+    return {(cells[0], head): cell for line in lines[1:]
+            for cells in [line.strip("| ").split(" | ")]
+            for head, cell in zip(heads[1:], cells[1:], strict=True)}
+
+
+def test_metrics_stand_side_by_side_in_each_cell(capsys, shift):
+    code, out, err = _cli(capsys, shift, "--experiment", "shift", "--rows", "freeze", "--cols",
+                          "data.fraction", "--metric", f"{ID},{OOD}", "--paired-vs", "scratch")
+    assert code == 0, err
+    table, diffs = out.split("### Δ ")
+    assert table.startswith(f"### {ID}, {OOD} by freeze × data.fraction — experiment `shift`, "
+                            "12 runs\n")
+    heads = [f"{m} · data.fraction={x}" for x in ("0.1", "1.0") for m in (ID, OOD)]
+    assert f"| freeze | {' | '.join(heads)} |" in table.splitlines()
+    cells, paired = _cells(table), _cells(diffs)
+    assert len(cells) == 2 * 4 and len(paired) == 4  # the baseline row has no difference
+    for freeze in ("full", "scratch"):
+        for fraction in ("0.1", "1.0"):
+            for metric in (ID, OOD):
+                seeds = [s for s in SEEDS if (metric, (freeze, fraction, s)) != (OOD, NO_OOD)]
+                values = [shifted(metric, freeze, fraction, s) for s in seeds]
+                cell = cells[freeze, f"{metric} · data.fraction={fraction}"]
+                assert cell.startswith(f"{statistics.mean(values):.3f} ± "
+                                       f"{statistics.stdev(values):.3f} [")
+                assert cell.endswith(f"({len(values)})" + (" †" if len(values) < 3 else ""))
+                if freeze == "full":  # paired with scratch, seed by seed
+                    diff = statistics.mean(shifted(metric, "full", fraction, s)
+                                           - shifted(metric, "scratch", fraction, s)
+                                           for s in seeds)
+                    assert paired["full", f"{metric} · data.fraction={fraction}"].startswith(
+                        f"{diff:+.3f} [")
+    # each metric counts its own runs: the run without the OOD accuracy still counts for ID
+    assert f"1 of 12 runs did not log {OOD}: left out of its columns" in err
+    assert "1 of 4 cells have fewer than 3 runs (marked †)" in err
+
+
+@pytest.mark.parametrize("fmt", ["md", "latex", "csv"])
+def test_each_metric_reads_as_in_a_table_of_its_own(capsys, shift, fmt):
+    both = _make(shift, experiment="shift", rows=["freeze"], cols=["data.fraction"],
+                 metrics=[ECE, ID], where=[], paired_vs="scratch")
+    for metric in (ECE, ID):
+        alone = _make(shift, experiment="shift", rows=["freeze"], cols=["data.fraction"],
+                      metrics=[metric], where=[], paired_vs="scratch")
+        for frame in ("cells", "paired"):
+            mine = getattr(both, frame)
+            mine = mine[mine["metric"] == metric].reset_index(drop=True)
+            assert mine.equals(getattr(alone, frame))
+    render = {"md": report.markdown, "latex": report.latex, "csv": report.csv}[fmt]
+    text = render(both)
+    if fmt == "csv":
+        lines = list(csv.DictReader(io.StringIO(text)))
+        assert [(line["freeze"], line["data.fraction"], line["metric"]) for line in lines] == [
+            (f, x, m) for f in ("full", "scratch") for x in ("0.1", "1.0") for m in (ECE, ID)]
+        for line in lines:
+            values = [shifted(line["metric"], line["freeze"], line["data.fraction"], s)
+                      for s in SEEDS]
+            assert float(line["mean"]) == pytest.approx(statistics.mean(values), abs=1e-12)
+            assert (line["diff_n"] == "") == (line["freeze"] == "scratch")
+    elif fmt == "latex":
+        for body in text.split(r"\begin{tabular}")[1:]:
+            assert body.startswith("{lcccc}")  # 1 row key, 2 fractions x 2 metrics
+            braces = body.replace(r"\{", "").replace(r"\}", "")
+            assert braces.count("{") == braces.count("}")
+            assert r"\multicolumn{2}{c}{0.1} & \multicolumn{2}{c}{1.0} \\" in body
+            assert r"\cmidrule(lr){2-3} \cmidrule(lr){4-5}" in body
+            assert r"freeze & test/ece & test/acc & test/ece & test/acc \\" in body
+            rows = [line for line in body.splitlines() if line.startswith(("full", "scratch"))]
+            assert rows and all(line.count("&") == 4 for line in rows)
+    else:
+        ece = [shifted(ECE, "scratch", "1.0", s) for s in SEEDS]
+        assert _cells(text)["scratch", f"{ECE} · data.fraction=1.0"].startswith(
+            f"{statistics.mean(ece):.3f} ± ")
+
+
+def test_several_metrics_plot_the_first_and_log_under_all_their_names(capsys, shift, tmp_path):
+    table = _make(shift, experiment="shift", rows=["freeze"], cols=["data.fraction"],
+                  metrics=[OOD, ID], where=[], min_n=2)
+    lines = report.plot(table).axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["full", "scratch"]
+    for line in lines:
+        expected = [statistics.mean(shifted(OOD, line.get_label(), x, s) for s in SEEDS
+                                    if (line.get_label(), x, s) != NO_OOD) for x in ("0.1", "1.0")]
+        assert list(line.get_ydata()) == pytest.approx(expected, abs=1e-12)
+    code, _, err = _cli(capsys, shift, "--experiment", "shift", "--rows", "freeze", "--cols",
+                        "data.fraction", "--metric", f"{OOD},{ID}", "--plot",
+                        str(tmp_path / "p.png"), "--log")
+    assert code == 0, err
+    logged = {a.path for a in shift["client"].list_artifacts(shift["parent"], "report")}
+    stem = "report/eval-mnist_5k-acc+test-acc_by_freeze_x_data.fraction"
+    assert logged == {f"{stem}.{suffix}" for suffix in ("md", "tex", "csv", "png")}

@@ -39,7 +39,10 @@ def report(args: list[str]) -> int:
                         help="row keys, comma-separated or repeated, e.g. freeze")
     parser.add_argument("--cols", type=keys, action="extend", default=[], metavar="KEYS",
                         help="column keys, e.g. data.fraction")
-    parser.add_argument("--metric", default="test/acc", metavar="NAME", help="default: test/acc")
+    parser.add_argument("--metric", dest="metrics", type=keys, default=["test/acc"],
+                        metavar="NAMES", help="any metric the runs log; several, comma-separated, "
+                        "stand side by side in each cell, e.g. test/acc,test/ece "
+                        "(default: test/acc)")
     parser.add_argument("--seeds", type=keys, default=["seed", "data.subset_seed"],
                         metavar="KEYS", help="keys that only replicate a run: averaged over, "
                         "paired on (default: seed,data.subset_seed)")
@@ -67,7 +70,7 @@ def report(args: list[str]) -> int:
                         "a report of several tables; its one provenance footer moves below "
                         "and lists every command")
     parser.add_argument("--plot", type=Path, metavar="PATH",
-                        help="PNG: the metric against a numeric column key")
+                        help="PNG: the (first) metric against a numeric column key")
     parser.add_argument("--digits", type=int, default=3, metavar="N",
                         help="decimals in md and LaTeX (default: 3)")
     parser.add_argument("--log", action="store_true",
@@ -97,7 +100,7 @@ def report(args: list[str]) -> int:
     try:
         store = report.client(opts.uri)
         tracking.warn_stale(store, opts.experiment)
-        selection = {"rows": opts.rows, "cols": opts.cols, "metric": opts.metric,
+        selection = {"rows": opts.rows, "cols": opts.cols, "metrics": opts.metrics,
                      "seeds": opts.seeds, "where": opts.where, "parent": opts.parent,
                      "min_n": opts.min_n, "ignore": opts.ignore,
                      "since": report.parse_since(opts.since) if opts.since else None}

@@ -2,6 +2,7 @@
 
 Runs are grouped by row and column keys (config groups, params or tags) and summarized over
 seeds: mean ± std, n and a 95% bootstrap CI; optionally the paired difference to a baseline row.
+Several metrics stand side by side in each cell: the metric is the innermost column key.
 Rendering (Markdown, LaTeX, CSV, PNG) lives in `_render`; `rank` (in `_rank`) sets the scores of
 `xferlab rank` beside the fine-tuned results of the same candidates.
 """
@@ -9,18 +10,19 @@ Rendering (Markdown, LaTeX, CSV, PNG) lives in `_render`; `rank` (in `_rank`) se
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from xferlab import tracking
-from xferlab.report import _provenance, _rank, _runs, _stats
+from xferlab.report import _provenance, _rank, _render, _runs, _stats
 from xferlab.report._rank import RankReport, rank_markdown
-from xferlab.report._render import csv, latex, markdown, plot
+from xferlab.report._render import csv, latex, markdown
 from xferlab.report._runs import DERIVED, UNSET, ReportError, parse_since, same_value
 
 __all__ = ["SUFFIXES", "RankReport", "Report", "ReportError", "client", "csv", "latex", "log",
@@ -28,17 +30,20 @@ __all__ = ["SUFFIXES", "RankReport", "Report", "ReportError", "client", "csv", "
            "with_provenance"]
 
 SUFFIXES = {"md": ".md", "latex": ".tex", "csv": ".csv"}  # format -> file suffix
+# columns of the report's own frames: a key named so could not be told from them
+RESERVED = frozenset({"metric", "value", "seconds", *_stats.SUMMARY})
 
 
 @dataclass
 class Report:
     experiment: str
-    metric: str
+    metrics: list[str]  # side by side in each cell, in the order asked for
     rows: list[str]
     cols: list[str]
     seeds: list[str]
     min_n: int
-    cells: pd.DataFrame  # one line per cell with runs: row keys, col keys, n, mean, std, ci_*
+    cells: pd.DataFrame  # one line per cell and metric with runs: row keys, col keys,
+    # `metric`, n, mean, std, ci_*
     row_labels: list[tuple[str, ...]]  # in table order
     col_labels: list[tuple[str, ...]]
     paired: pd.DataFrame | None  # like `cells`, for differences to the baseline row
@@ -46,8 +51,14 @@ class Report:
     runs: int
     parents: list[str | None]  # the parent run of each sweep the runs belong to (None: no sweep)
     warnings: list[str]
-    values: pd.DataFrame  # one line per run counted: its keys' labels, `value`, `seconds` it ran
+    values: pd.DataFrame  # one line per run and metric counted: its keys' labels, `metric`,
+    # `value`, `seconds` it ran
     sources: pd.DataFrame  # the runs counted, for provenance: start/end, git commit and dirty
+
+    @property
+    def metric(self) -> str:
+        """The metrics as titles name them: `test/acc`, or `test/acc, test/ece`."""
+        return ", ".join(self.metrics)
 
     def sweep_parent(self) -> str:
         """The parent run of the one sweep all runs belong to (where `--log` writes)."""
@@ -74,45 +85,70 @@ def client(uri: str | None) -> MlflowClient:
 
 
 def make(store: MlflowClient, experiment: str, *, rows: Sequence[str], cols: Sequence[str] = (),
-         metric: str = "test/acc", seeds: Sequence[str] = ("seed", "data.subset_seed"),
-         where: Sequence[str] = (), since: datetime | None = None, parent: str | None = None,
-         min_n: int = 3, paired_vs: str | None = None, ignore: Sequence[str] = ()) -> Report:
-    """The table of `metric` by rows x cols over the experiment's FINISHED runs."""
-    rows, cols, seeds = list(rows), list(cols), list(seeds)
+         metrics: Sequence[str] = ("test/acc",),
+         seeds: Sequence[str] = ("seed", "data.subset_seed"), where: Sequence[str] = (),
+         since: datetime | None = None, parent: str | None = None, min_n: int = 3,
+         paired_vs: str | None = None, ignore: Sequence[str] = ()) -> Report:
+    """The table of `metrics` (side by side) by rows x cols over the experiment's FINISHED
+    runs. Each metric counts the runs that logged it, as a table of that metric alone would."""
+    rows, cols, seeds, metrics = list(rows), list(cols), list(seeds), list(metrics)
     keys = [*rows, *cols, *seeds]
     repeated = sorted({k for k in keys if keys.count(k) > 1})
     if repeated:
         raise ReportError(f"{', '.join(repeated)} named twice among --rows, --cols and --seeds: "
                           "name each key once")
+    reserved = sorted(RESERVED & set(keys))
+    if reserved:
+        raise ReportError(f"key {reserved[0]!r} names a column of the report itself: give it as "
+                          f"params.{reserved[0]} or tags.{reserved[0]}")
+    twice = sorted({m for m in metrics if metrics.count(m) > 1})
+    if twice or not metrics:
+        named = f"names {', '.join(twice)} twice" if twice else "names no metric"
+        raise ReportError(f"--metric {','.join(metrics)!r} {named}: give each metric once, "
+                          "comma-separated, e.g. --metric test/acc,test/ece")
     if paired_vs is not None and not seeds:
         raise ReportError("--paired-vs pairs runs by their seeds: give --seeds, e.g. "
                           "--seeds seed,data.subset_seed")
     runs = _runs.load(store, experiment, parent=parent, since=since)
     for clause in where:
         runs = _runs.where(runs, clause)
-    value = _runs.resolve_metric(runs, metric)
+    values = {metric: _runs.resolve_metric(runs, metric) for metric in metrics}
     columns = {key: _runs.resolve(runs, key, flag)
                for flag, named in (("--rows", rows), ("--cols", cols), ("--seeds", seeds))
                for key in named}
-    runs, warnings = _comparable(runs, columns, value, metric, set(ignore))
-
-    tidy = pd.DataFrame({key: runs[column].fillna(UNSET) for key, column in columns.items()})
-    tidy["value"] = runs[value]
-    tidy["seconds"] = (runs["end_time"] - runs["start_time"]) / 1000
-    rank = {key: {label: i for i, label in enumerate(_runs.ordered(tidy[key]))} for key in keys}
-    table = _sorted(_stats.cells(tidy, [*rows, *cols]), rank)
+    tidies: list[pd.DataFrame] = []
+    counted: set[str] = set()
+    warnings: list[str] = []
+    for metric, value in values.items():
+        kept, found = _comparable(runs, columns, value, metric, set(ignore),
+                                  alone=len(metrics) == 1)
+        tidy = pd.DataFrame({key: kept[column].fillna(UNSET) for key, column in columns.items()})
+        tidy["metric"] = metric
+        tidy["value"] = kept[value]
+        tidy["seconds"] = (kept["end_time"] - kept["start_time"]) / 1000
+        tidies.append(tidy)
+        counted |= set(kept.index)
+        warnings += [w for w in found if w not in warnings]  # the same confounders: once
+    runs = runs[runs.index.isin(counted)]
+    tidy = pd.concat(tidies)
+    rank = {key: {label: i for i, label in enumerate(_runs.ordered(runs[column].fillna(UNSET)))}
+            for key, column in columns.items()}
+    rank["metric"] = {metric: i for i, metric in enumerate(metrics)}
+    # the metric is the innermost column key: each cell holds one summary per metric
+    table = _sorted(_stats.cells(tidy, [*rows, *cols, "metric"]), rank)
     row_labels = _labels(table, rows, rank)
     col_labels = _labels(table, cols, rank)
-    low = table[table["n"] < min_n]
+    grid = table[[*rows, *cols]].drop_duplicates()  # a cell is marked if any metric is low
+    low = table.loc[table["n"] < min_n, [*rows, *cols]].drop_duplicates()
     if len(low):
-        warnings.append(f"{len(low)} of {len(table)} cells have fewer than {min_n} runs "
+        warnings.append(f"{len(low)} of {len(grid)} cells have fewer than {min_n} runs "
                         "(marked †)")
 
     baseline = paired = None
     if paired_vs is not None:
         baseline = _baseline(paired_vs, rows, row_labels)
-        paired = _sorted(_stats.paired(tidy, rows, cols, seeds, baseline), rank)
-    return Report(experiment=experiment, metric=metric, rows=rows, cols=cols, seeds=seeds,
+        paired = _sorted(_stats.paired(tidy, rows, [*cols, "metric"], seeds, baseline), rank)
+    return Report(experiment=experiment, metrics=metrics, rows=rows, cols=cols, seeds=seeds,
                   min_n=min_n, cells=table, row_labels=row_labels, col_labels=col_labels,
                   paired=paired, baseline=baseline, runs=len(runs),
                   parents=list(dict.fromkeys(p if isinstance(p, str) else None
@@ -125,19 +161,25 @@ def rank(store: MlflowClient, experiment: str, *, taus: dict[str, Callable],
     """The fine-tuned table (`make`'s options; its rows are the candidates) with the scores of
     the experiment's `kind=rank` runs beside it and each `taus` ({name: fn(scores, results)})
     between each score and the fine-tuned mean."""
+    metrics = list(options.get("metrics", ()))
+    if len(metrics) > 1:
+        raise ReportError(f"--rank sets the scores beside one fine-tuned metric, not "
+                          f"{len(metrics)}: give one --metric, e.g. --metric {metrics[0]}")
     finetuned = make(store, experiment, **options)
     return _rank.build(store, finetuned, where=options.get("where", ()),
                        ignore=options.get("ignore", ()), taus=taus)
 
 
 def _comparable(runs: pd.DataFrame, columns: dict[str, str], value: str, metric: str,
-                ignore: set[str]) -> tuple[pd.DataFrame, list[str]]:
-    """The runs that can be compared, and warnings: runs without the metric are left out, a
-    rerun counts once, and params that differ although no key names them are confounders."""
+                ignore: set[str], alone: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """The runs that can be compared on one metric (`alone`: the table's only one), and
+    warnings: runs without the metric are left out, a rerun counts once, and params that
+    differ although no key names them are confounders."""
     warnings = []
     lacking = runs[value].isna()
     if lacking.any():
-        warnings.append(f"{lacking.sum()} of {len(runs)} runs did not log {metric}: left out")
+        warnings.append(f"{lacking.sum()} of {len(runs)} runs did not log {metric}: left out"
+                        f"{'' if alone else ' of its columns'}")
         runs = runs[~lacking]
     params = [c for c in runs.columns
               if c.startswith("params.") and c.removeprefix("params.") not in ignore | DERIVED]
@@ -183,13 +225,20 @@ def log(store: MlflowClient, report: Report, texts: dict[str, str], figure=None)
     """Log the rendered report ({format: text}) and the plot as artifacts of the sweep's parent
     run under `report/`; returns the parent run id."""
     parent = report.sweep_parent()
-    stem = "_".join([report.metric, "by", *report.rows, *(["x", *report.cols] if report.cols
-                                                          else [])]).replace("/", "-")
+    stem = "_".join(["+".join(report.metrics), "by", *report.rows,
+                     *(["x", *report.cols] if report.cols else [])]).replace("/", "-")
     for fmt, text in texts.items():
         store.log_text(parent, text, f"report/{stem}{SUFFIXES[fmt]}")
     if figure is not None:
         store.log_figure(parent, figure, f"report/{stem}.png")
     return parent
+
+
+def plot(report: Report) -> Figure:
+    """The first metric against the first numeric column key (see `_render.plot`)."""
+    first = report.metrics[0]
+    return _render.plot(replace(report, metrics=[first],
+                                cells=report.cells[report.cells["metric"] == first]))
 
 
 def mixed_code(table: Report | RankReport) -> str | None:

@@ -1,5 +1,5 @@
 """A report as Markdown, LaTeX (booktabs) or CSV, and its metric against a numeric column key as a
-figure ready for a paper."""
+figure ready for a paper. Several metrics stand side by side: a column per metric in each cell."""
 
 from __future__ import annotations
 
@@ -56,11 +56,10 @@ def latex(report: Report, digits: int = 3) -> str:
 
 
 def csv(report: Report) -> str:
-    """One line per cell: its keys, metric, n, mean, std, ci_low, ci_high, low_n (and the
-    paired difference as diff_*), at full precision."""
-    keys = report.rows + report.cols
+    """One line per cell and metric: its keys, metric, n, mean, std, ci_low, ci_high, low_n (and
+    the paired difference as diff_*), at full precision."""
+    keys = [*report.rows, *report.cols, "metric"]
     table = report.cells.assign(low_n=report.cells["n"] < report.min_n)
-    table.insert(len(keys), "metric", report.metric)
     if report.paired is not None:
         diffs = report.paired.rename(columns={s: f"diff_{s}" for s in SUMMARY})
         table = table.merge(diffs, on=keys, how="left").astype({"diff_n": "Int64"})
@@ -105,19 +104,30 @@ def plot(report: Report) -> Figure:
 
 def _grid(report: Report, table: pd.DataFrame,
           skip: tuple[str, ...] | None) -> list[tuple[tuple[str, ...], list[dict | None]]]:
-    """(row labels, the cell of each column or None), in table order."""
-    keys = report.rows + report.cols
+    """(row labels, the entry of each column and metric or None), in table order."""
+    keys = [*report.rows, *report.cols, "metric"]
     found = {tuple(c[k] for k in keys): c for c in table.to_dict("records")}
-    return [(row, [found.get(row + col) for col in report.col_labels])
+    return [(row, [found.get((*row, *col, metric)) for col in report.col_labels
+                   for metric in report.metrics])
             for row in report.row_labels if row != skip]
+
+
+def _heads(report: Report) -> list[str]:
+    """The head of each column: its col keys' values, the metric, or (several metrics and col
+    keys) both, as `test/acc · data.fraction=0.1` (the heads of `report --rank`)."""
+    if not report.cols:
+        return list(report.metrics)
+    at = [", ".join(f"{k}={v}" for k, v in zip(report.cols, col, strict=True))
+          for col in report.col_labels]
+    if len(report.metrics) == 1:
+        return at
+    return [f"{metric} · {col}" for col in at for metric in report.metrics]
 
 
 def _md_table(report: Report, table: pd.DataFrame, cell: Cell,
               skip: tuple[str, ...] | None = None) -> list[str]:
-    heads = [*report.rows, *(", ".join(f"{k}={v}" for k, v in zip(report.cols, col, strict=True))
-                             for col in report.col_labels)] if report.cols else [
-        *report.rows, report.metric]
-    lines = [md_row(heads), "|" + "---|" * len(report.rows) + "--:|" * len(report.col_labels)]
+    heads = _heads(report)
+    lines = [md_row([*report.rows, *heads]), "|" + "---|" * len(report.rows) + "--:|" * len(heads)]
     for row, cells in _grid(report, table, skip):
         lines.append(md_row([*row, *(cell(c) if c else "—" for c in cells)]))
     return lines
@@ -141,15 +151,24 @@ def _md_diff(c: dict, digits: int) -> str:
 
 def _tex_table(report: Report, table: pd.DataFrame, cell: Cell,
                skip: tuple[str, ...] | None = None) -> list[str]:
-    k, m = len(report.rows), len(report.col_labels)
+    k, w = len(report.rows), len(report.metrics)
+    m = len(report.col_labels) * w  # columns of values: a metric per col label
     lines = [f"\\begin{{tabular}}{{{'l' * k}{'c' * m}}}", r"\toprule"]
     if report.cols:
-        spanner = (f"\\multicolumn{{{k}}}{{l}}{{}} & \\multicolumn{{{m}}}{{c}}"
-                   f"{{{_tex(', '.join(report.cols))}}} \\\\")
-        lines += [spanner, f"\\cmidrule(lr){{{k + 1}-{k + m}}}",
-                  _tex_row([*report.rows, *(", ".join(col) for col in report.col_labels)])]
+        skipped = f"\\multicolumn{{{k}}}{{l}}{{}}"  # above the row keys
+        spanner = f"{skipped} & \\multicolumn{{{m}}}{{c}}{{{_tex(', '.join(report.cols))}}} \\\\"
+        lines += [spanner, f"\\cmidrule(lr){{{k + 1}-{k + m}}}"]
+        if w == 1:
+            lines.append(_tex_row([*report.rows, *(", ".join(col) for col in report.col_labels)]))
+        else:  # each col label over its metrics
+            spans = [f"\\multicolumn{{{w}}}{{c}}{{{_tex(', '.join(col))}}}"
+                     for col in report.col_labels]
+            rules = [f"\\cmidrule(lr){{{k + 1 + i * w}-{k + (i + 1) * w}}}"
+                     for i in range(len(report.col_labels))]
+            lines += [" & ".join([skipped, *spans]) + r" \\", " ".join(rules),
+                      _tex_row([*report.rows, *report.metrics * len(report.col_labels)])]
     else:
-        lines.append(_tex_row([*report.rows, report.metric]))
+        lines.append(_tex_row([*report.rows, *report.metrics]))
     lines.append(r"\midrule")
     for row, cells in _grid(report, table, skip):
         lines.append(" & ".join([*map(_tex, row), *(cell(c) if c else "--" for c in cells)])
