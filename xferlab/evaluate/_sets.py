@@ -47,7 +47,7 @@ def build_sets(names: list[str], *, test: Split, classes: list[str], image_size:
     the same seed, whatever else is evaluated)."""
     sets = []
     # corrupt-<s> stands for every corruption; a set named twice is measured once
-    for name in dict.fromkeys(each for name in names for each in corruptions(name) or [name]):
+    for name in dict.fromkeys(each for asked in names for each in corruptions(asked) or [asked]):
         parsed = parse(name)
         if parsed is None:
             sets.append(_dataset(name, classes, image_size=image_size, in_chans=in_chans,
