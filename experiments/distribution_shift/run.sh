@@ -25,4 +25,30 @@ if [[ "${1:-}" != --report-only ]]; then  # --report-only: tables and plots from
       data.fraction=1.0 seed=0,1
   done
 fi
-python "$OUT/make_report.py" --experiment distribution_shift --out "$OUT"
+
+REPORT=$OUT/report.md
+report() {  # add a table to report.md: report <data.name> <metrics> <plot> [more report options]
+  # --append: the report's one provenance footer (each command, its runs and their commits)
+  # moves below the new table, so whatever run.sh writes in between stays above it
+  $XL report --experiment distribution_shift --where "data.name=$1" --where "freeze!=block_k" \
+    --metric "$2" --rows freeze --cols data.fraction --plot "$OUT/$3" "${@:4}" \
+    --out "$REPORT" --append > /dev/null
+}
+section() { printf '\n%s\n\n' "$1" >> "$REPORT"; }  # a heading
+
+echo "# Distribution shift: in- and out-of-distribution accuracy and calibration" > "$REPORT"
+section "## Q1. animal_mnist: test (ID) and its corruptions at severity 3 (OOD, mean of 8)"
+report animal_mnist test/acc,eval/corrupt-3/acc animals_id_ood.png --paired-vs linear_probe
+section "## Q1. digits: test (ID) and mnist_5k (OOD)"
+report digits test/acc,eval/mnist_5k/acc digits_id_ood.png --paired-vs linear_probe
+section "## Q2. One block fine-tuned (block_k) vs full fine-tuning, by shift"
+python "$OUT/block_heatmap.py" --experiment distribution_shift --fraction 1.0 \
+  --out "$OUT/blocks.md" --plot "$OUT/blocks_heatmap.png" >> "$REPORT"
+section "## Q3. Calibration on animal_mnist: ECE before and after temperature scaling, ID and OOD"
+report animal_mnist test/ece,test/ece_ts,eval/corrupt-3/ece,eval/corrupt-3/ece_ts \
+  animals_ece.png
+section "## Q3. Calibration on digits: ECE before and after temperature scaling, ID and OOD"
+report digits test/ece,test/ece_ts,eval/mnist_5k/ece,eval/mnist_5k/ece_ts digits_ece.png
+section "## Q3. NLL before and after temperature scaling, and the fitted temperature"
+report animal_mnist test/nll,test/nll_ts,test/temperature animals_nll.png
+report digits test/nll,test/nll_ts,test/temperature digits_nll.png  # the footer ends the report
