@@ -16,11 +16,13 @@ With --fastest-minimal (the new default's case: `--model efficientnet_lite0 --si
 --in-chans 3 --fastest-minimal`), xferlab's side uses the memory format that
 `trainer.channels_last=auto` picks on CPU (channels_last for a convolutional backbone), and the
 minimal loop runs in both formats: the ratio is against the faster of the two, repeat by repeat.
-`torch.compile` is not among the minimal variants: on these CPUs it compiles for minutes and
-ran slower than channels_last (issue 21's measurement).
+With --compile the minimal loop also runs under `torch.compile` (in both formats with
+--fastest-minimal): the reference is then the fastest of eager, channels_last, compile and
+compile + channels_last, and `minimal_compiled*_img_s` say whether compiling pays on this
+machine (xferlab's side does not compile: `trainer.compile=false` is the default).
 
     python experiments/benchmarks/loop_overhead.py [--model resnet18] [--steps 30] [--batch 64]
-        [--size 32] [--in-chans 1] [--fastest-minimal]
+        [--size 32] [--in-chans 1] [--fastest-minimal] [--compile]
         [--repeats 40] [--min-repeats 5] [--budget-s 200] [--margin 0.05]
 """
 
@@ -51,6 +53,7 @@ class Setup:
     in_chans: int = 1
     size: int = 32
     channels_last: bool = False  # inputs and weights in channels_last (always with bf16)
+    compile: bool = False  # torch.compile (inductor), the minimal loop only
 
     @property
     def nhwc(self) -> bool:
@@ -63,6 +66,8 @@ def build(s: Setup) -> tuple[heads.TransferModel, list, torch.optim.Optimizer]:
     model = heads.TransferModel(backbone, torch.nn.Linear(backbone.num_features, 10))
     fmt = torch.channels_last if s.nhwc else torch.preserve_format
     model.to(s.device, memory_format=fmt)
+    if s.compile:  # in place, as trainer.compile does; compiles at the first step
+        model.compile()
     groups = freezing.layer_groups(model)
     opt = optim.build_optimizer(groups, name="adamw", lr=1e-3, weight_decay=0.05, momentum=0.9)
     return model, groups, opt
@@ -117,11 +122,12 @@ def minimal_loop(s: Setup, images, labels) -> float:
 
 def compare(s: Setup, repeats: int, *, min_repeats: int | None = None,
             budget_s: float | None = None, margin: float | None = None,
-            minimal_formats: bool = False) -> dict[str, list[float]]:
+            minimal_formats: bool = False, compiled: bool = False) -> dict[str, list[float]]:
     """img/s of both loops on the same random uint8 data, pair by pair, after one untimed
     run of each (allocator, kernels, caches). With `minimal_formats`, the minimal loop runs in
     both memory formats (`minimal` as `s`, `minimal_other` in the other), so that xferlab's
-    choice can be judged against the faster of the two."""
+    choice can be judged against the faster of the two; with `compiled`, the minimal loop also
+    runs under torch.compile (`minimal_compiled`, and `minimal_compiled_other` with formats)."""
     images = torch.randint(0, 256, (s.steps * s.batch, s.in_chans, s.size, s.size),
                            dtype=torch.uint8)
     if s.device.type == "cuda":
@@ -132,6 +138,12 @@ def compare(s: Setup, repeats: int, *, min_repeats: int | None = None,
     if minimal_formats:
         other = replace(s, channels_last=not s.channels_last)
         variants["minimal_other"] = lambda: minimal_loop(other, images, labels)
+    if compiled:
+        variants["minimal_compiled"] = lambda: minimal_loop(replace(s, compile=True), images,
+                                                            labels)
+        if minimal_formats:
+            variants["minimal_compiled_other"] = lambda: minimal_loop(
+                replace(s, channels_last=not s.channels_last, compile=True), images, labels)
     for warm_up in variants.values():
         warm_up()
 
@@ -144,9 +156,9 @@ def compare(s: Setup, repeats: int, *, min_repeats: int | None = None,
 
 
 def fastest_minimal(samples: dict[str, list[float]]) -> list[float]:
-    """The minimal loop's img/s repeat by repeat, the faster format's where both ran."""
-    other = samples.get("minimal_other", samples["minimal"])
-    return [max(a, b) for a, b in zip(samples["minimal"], other, strict=True)]
+    """The minimal loop's img/s repeat by repeat, the fastest variant's (format, compile)."""
+    minimal = [v for name, v in samples.items() if name.startswith("minimal")]
+    return [max(rates) for rates in zip(*minimal, strict=True)]
 
 
 def main() -> None:
@@ -163,15 +175,18 @@ def main() -> None:
     parser.add_argument("--fastest-minimal", action="store_true",
                         help="xferlab in the memory format trainer.channels_last=auto picks, "
                         "against the faster of the minimal loop's two formats, per repeat")
+    parser.add_argument("--compile", action="store_true",
+                        help="the minimal loop under torch.compile too (and in both formats "
+                        "with --fastest-minimal): the fastest of them is the reference")
     args = parser.parse_args()
     s = Setup(args.model, args.steps, args.batch, in_chans=args.in_chans, size=args.size)
     if args.fastest_minimal:  # what a default run does on CPU
         s = replace(s, channels_last=convolutional(build(s)[0].backbone))
     rates = compare(s, args.repeats, min_repeats=args.min_repeats, budget_s=args.budget_s,
-                    margin=args.margin, minimal_formats=args.fastest_minimal)
+                    margin=args.margin, minimal_formats=args.fastest_minimal,
+                    compiled=args.compile)
     overhead = ratio(rates["xferlab"], fastest_minimal(rates))
-    formats = {"minimal": "channels_last" if s.nhwc else "contiguous",
-               "minimal_other": "contiguous" if s.nhwc else "channels_last"}
+    formats = {"minimal": "channels_last" if s.nhwc else "contiguous"}
     result("loop_overhead", overhead, xferlab_img_s=median(rates, "xferlab"),
            **{f"{name}_img_s": median(rates, name) for name in rates if name != "xferlab"},
            xferlab_format=formats["minimal"], ci_narrower_than_margin=overhead.width
