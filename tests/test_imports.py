@@ -9,12 +9,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "xferlab"
 # DESIGN.md §3, layer by layer: what each module may import of xferlab (besides itself and
 # `config`, the schemas and registries' machinery every layer stands on).
 LIBRARY = {
-    "config": set(), "files": set(), "packages": set(), "plugins": set(), "evaluate": {"data"},
-    "scores": set(),
+    "config": set(), "files": set(), "packages": set(), "plugins": set(), "figures": set(),
+    "evaluate": {"data", "figures"}, "scores": set(),
     "data": {"packages"}, "backbones": {"files", "packages"}, "heads": set(),
-    "freezing": set(), "optim": {"freezing"}, "tracking": set(),
+    "freezing": set(), "optim": {"freezing"}, "tracking": {"figures"},
     "engine": {"freezing", "optim", "evaluate"}, "features": {"engine", "backbones"},
-    "tune": {"tracking"}, "report": {"tracking"}, "checkpoint": {"files", "tracking"},
+    "tune": {"tracking"}, "report": {"tracking", "figures"}, "checkpoint": {"files", "tracking"},
 }
 LAUNCH = set(LIBRARY)
 RECIPES = LAUNCH | {"launch"}

@@ -3,6 +3,7 @@ and one written by a real short multirun."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import io
@@ -19,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from tests.conftest import FAST, experiment_runs, store_uri, xferlab
-from xferlab import cli, report
+from xferlab import cli, figures, report
 
 FREEZES = ["linear_probe", "full", "scratch"]
 FRACTIONS = ["0.01", "0.1", "1.0"]
@@ -190,16 +191,42 @@ def test_csv_parses_with_full_precision(capsys, study):
 
 def test_plot_is_a_png_with_one_line_per_row_on_a_log_axis(capsys, study, tmp_path):
     table = _make(study, rows=["freeze"], cols=["data.fraction"])
-    axes = report.plot(table).axes[0]
-    assert [line.get_label() for line in axes.get_lines()] == FREEZES
+    figure = report.plot(table)
+    axes = figure.axes[0]
+    lines = axes.get_lines()
+    # human names from the label table, not config keys and option names
+    assert [line.get_label() for line in lines] == ["linear probe", "full fine-tuning",
+                                                    "from scratch"]
+    assert axes.get_xlabel() == "labelled fraction"
+    assert axes.get_ylabel() == "test accuracy (mean, 95% CI)"
+    assert axes.get_legend().get_title().get_text() == "freezing strategy"
+    # each series its own marker and line style: they read in greyscale
+    assert len({line.get_marker() for line in lines}) == len({str(line.get_linestyle())
+                                                              for line in lines}) == 3
     assert axes.get_xscale() == "log"  # 0.01 .. 1.0 spans two decades
+    assert figures.caption_of(figure) == ("data: unknown · backbone: resnet18 · n = 2 to 3 per "
+                                          "point (seed × data.subset_seed) · commit unknown")
     png = tmp_path / "plot.png"
     code, _, err = _cli(capsys, study, "--experiment", "study", "--rows", "freeze", "--cols",
                         "data.fraction", "--where", "backbone.name=resnet18", "--plot", str(png))
     assert code == 0, err
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(png) as image:
-        image.verify()
+        assert image.format == "PNG" and min(image.info["dpi"]) >= 199.5  # 200 dpi, as stored
+
+
+@pytest.mark.parametrize("suffix", [".pdf", ".svg"])
+def test_plot_to_a_pdf_or_svg_path_is_vector(capsys, study, tmp_path, suffix):
+    path = tmp_path / f"plot{suffix}"
+    code, _, err = _cli(capsys, study, "--experiment", "study", "--rows", "freeze", "--cols",
+                        "data.fraction", "--where", "backbone.name=resnet18", "--plot", str(path))
+    assert code == 0, err
+    data = path.read_bytes()
+    if suffix == ".pdf":
+        assert data.startswith(b"%PDF") and b"/Subtype /Image" not in data  # no raster inside
+    else:
+        text = data.decode()
+        assert "<svg" in text and "<path" in text and "<image" not in text
+        assert "linear probe" in text and "backbone: resnet18" in text  # text stays text
 
 
 def test_where_since_and_parent_select_runs(study):
@@ -378,6 +405,41 @@ def _report(capsys, commits, *args, rows="freeze"):
 def _footer(text: str) -> str:
     assert text.count(BEGIN) == 1 and text.endswith(END + "\n")  # one footer, last
     return text[text.index("\n---\n" + BEGIN):]
+
+
+def test_out_html_is_one_page_with_the_table_the_plot_and_the_provenance(capsys, commits,
+                                                                         tmp_path):
+    path = tmp_path / "study.html"
+    out, err = _report(capsys, commits, "--experiment", "two_commits", "--cols", "data.fraction",
+                       "--out", str(path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.html"]  # nothing beside it
+    text = path.read_text()
+    assert text.startswith("<!DOCTYPE html>") and "<table>" in text
+    for (freeze, head), cell in _cells(out).items():  # stdout: the same table, in Markdown
+        assert f"<td>{freeze}</td>" in text and f'<td class="num">{cell}</td>' in text
+        assert f'<th class="num">{head}</th>' in text
+    embedded = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(embedded) == 1  # the plot, though no --plot was given
+    with Image.open(io.BytesIO(base64.b64decode(embedded[0]))) as image:
+        assert image.format == "PNG" and min(image.info["dpi"]) >= 199.5
+    assert "commits c0ffee1, decade2" in text  # the plot's caption, as its alt text
+    assert not re.search(r'(src|href)="(?!data:)', text)  # nothing to fetch: one file to send
+    assert "<script" not in text and "<link" not in text
+    assert text.count(BEGIN) == 1 and END in text
+    assert (f"<strong>Provenance.</strong> Command: <code>xferlab report --uri {commits['uri']} "
+            "--rows freeze --min-n 1 --experiment two_commits") in text
+    assert "at commits c0ffee1 (3), decade2 (3)" in text
+    assert "Report written by xferlab at commit" in text
+    assert "runs tabulated come from 2 commits" in err  # the warning, on stderr as for .md
+    assert "runs tabulated come from 2 commits" in text  # and on the page
+
+
+def test_plot_caption_names_the_runs_backbone_seeds_and_commits(commits):
+    table = report.make(MlflowClient(commits["uri"]), "two_commits", rows=["freeze"],
+                        cols=["data.fraction"], min_n=1)
+    assert figures.caption_of(report.plot(table)) == (
+        "data: unknown · backbone: resnet18 · n = 3 per point (seed × data.subset_seed) · "
+        "commits c0ffee1, decade2")
 
 
 def test_out_writes_a_footer_naming_the_command_the_runs_and_the_commits(capsys, commits,
@@ -597,15 +659,21 @@ def test_each_metric_reads_as_in_a_table_of_its_own(capsys, shift, fmt):
             f"{statistics.mean(ece):.3f} ± ")
 
 
-def test_several_metrics_plot_the_first_and_log_under_all_their_names(capsys, shift, tmp_path):
+def test_several_metrics_plot_a_panel_each_and_log_under_all_their_names(capsys, shift,
+                                                                          tmp_path):
     table = _make(shift, experiment="shift", rows=["freeze"], cols=["data.fraction"],
                   metrics=[OOD, ID], where=[], min_n=2)
-    lines = report.plot(table).axes[0].get_lines()
-    assert [line.get_label() for line in lines] == ["full", "scratch"]
-    for line in lines:
-        expected = [statistics.mean(shifted(OOD, line.get_label(), x, s) for s in SEEDS
-                                    if (line.get_label(), x, s) != NO_OOD) for x in ("0.1", "1.0")]
-        assert list(line.get_ydata()) == pytest.approx(expected, abs=1e-12)
+    panels = report.plot(table).axes
+    assert [ax.get_ylabel() for ax in panels] == ["mnist_5k accuracy (mean, 95% CI)",
+                                                  "test accuracy (mean, 95% CI)"]
+    for ax, metric in zip(panels, (OOD, ID), strict=True):
+        lines = ax.get_lines()
+        assert [line.get_label() for line in lines] == ["full fine-tuning", "from scratch"]
+        for line, freeze in zip(lines, ("full", "scratch"), strict=True):
+            expected = [statistics.mean(shifted(metric, freeze, x, s) for s in SEEDS
+                                        if metric != OOD or (freeze, x, s) != NO_OOD)
+                        for x in ("0.1", "1.0")]
+            assert list(line.get_ydata()) == pytest.approx(expected, abs=1e-12)
     code, _, err = _cli(capsys, shift, "--experiment", "shift", "--rows", "freeze", "--cols",
                         "data.fraction", "--metric", f"{OOD},{ID}", "--plot",
                         str(tmp_path / "p.png"), "--log")

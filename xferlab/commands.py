@@ -64,13 +64,15 @@ def report(args: list[str]) -> int:
     parser.add_argument("--out", type=Path, metavar="PATH",
                         help="also write the table to this file, with its provenance below it "
                         "(the command, the runs and their commits, the store, the report's "
-                        "commit and date; LaTeX: as comments, CSV: none)")
+                        "commit and date; LaTeX: as comments, CSV: none); PATH.html: one "
+                        "self-contained page with the tables, the plot and the provenance")
     parser.add_argument("--append", action="store_true",
                         help="add the table to the end of --out (.md) instead of replacing it: "
                         "a report of several tables; its one provenance footer moves below "
                         "and lists every command")
     parser.add_argument("--plot", type=Path, metavar="PATH",
-                        help="PNG: the (first) metric against a numeric column key")
+                        help="the metrics (a panel each) against a numeric column key: PNG "
+                        "at 200 dpi, or vector for a .pdf or .svg path")
     parser.add_argument("--digits", type=int, default=3, metavar="N",
                         help="decimals in md and LaTeX (default: 3)")
     parser.add_argument("--log", action="store_true",
@@ -84,9 +86,11 @@ def report(args: list[str]) -> int:
     parser.add_argument("--uri", help="tracking URI (default: the project's store)")
     opts = parser.parse_args(args)
 
-    from xferlab import report, tracking
+    from contextlib import suppress
 
-    fmt = opts.format or next((f for f, suffix in report.SUFFIXES.items()
+    from xferlab import figures, report, tracking
+
+    fmt = opts.format or next((f for f, suffix in {**report.SUFFIXES, "html": report.PAGE}.items()
                                if opts.out and opts.out.suffix == suffix), "md")
     if opts.append and (opts.out is None or fmt != "md"):
         return user_error("--append adds a table to a Markdown report: give --out PATH.md")
@@ -104,7 +108,7 @@ def report(args: list[str]) -> int:
                      "seeds": opts.seeds, "where": opts.where, "parent": opts.parent,
                      "min_n": opts.min_n, "ignore": opts.ignore,
                      "since": report.parse_since(opts.since) if opts.since else None}
-        figure = None
+        figure = shown = None
         table: report.Report | report.RankReport
         if opts.rank:  # scores beside fine-tuned results, and Kendall τ between them
             from xferlab import scores
@@ -117,11 +121,14 @@ def report(args: list[str]) -> int:
             texts = {"md": report.markdown(table, opts.digits),
                      "latex": report.latex(table, opts.digits), "csv": report.csv(table)}
             figure = report.plot(table) if opts.plot else None
+            if fmt == "html" and figure is None:  # the page shows the plot where there is one
+                with suppress(report.ReportError):
+                    shown = report.plot(table)
             if opts.log:
                 table.sweep_parent()  # refuse before writing anything
     except report.ReportError as err:
         return user_error(str(err))
-    text = texts[fmt]
+    text = texts["md" if fmt == "html" else fmt]  # a page goes to its file, Markdown to stdout
     print(text, end="")
     mixed = report.mixed_code(table)
     for warning in [*table.warnings, *([mixed] if mixed else [])]:
@@ -130,12 +137,17 @@ def report(args: list[str]) -> int:
     def write_out(path: Path) -> None:
         before = path.read_text() if opts.append and path.is_file() else None
         command = shlex.join(["xferlab", "report", *args])  # as typed; passwords masked
+        if fmt == "html":
+            assert isinstance(table, report.Report)  # --rank writes Markdown only
+            path.write_text(report.page(table, figure or shown, command=command,
+                                        uri=store.tracking_uri, digits=opts.digits))
+            return
         path.write_text(report.with_provenance(text, fmt, table, command=command,
                                                uri=store.tracking_uri, before=before))
 
     def write_plot(path: Path) -> None:
         assert figure is not None  # made above whenever --plot is given
-        figure.savefig(path, dpi=200)
+        figures.save(figure, path)
 
     for path, write in ((opts.out, write_out), (opts.plot, write_plot)):
         if path:

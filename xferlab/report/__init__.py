@@ -3,14 +3,15 @@
 Runs are grouped by row and column keys (config groups, params or tags) and summarized over
 seeds: mean ± std, n and a 95% bootstrap CI; optionally the paired difference to a baseline row.
 Several metrics stand side by side in each cell: the metric is the innermost column key.
-Rendering (Markdown, LaTeX, CSV, PNG) lives in `_render`; `rank` (in `_rank`) sets the scores of
-`xferlab rank` beside the fine-tuned results of the same candidates.
+Rendering (Markdown, LaTeX, CSV, the plot) lives in `_render`, the HTML page in `_html`; `rank`
+(in `_rank`) sets the scores of `xferlab rank` beside the fine-tuned results of the same
+candidates.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -19,17 +20,18 @@ from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from xferlab import tracking
-from xferlab.report import _provenance, _rank, _render, _runs, _stats
+from xferlab import figures, tracking
+from xferlab.report import _html, _provenance, _rank, _render, _runs, _stats
 from xferlab.report._rank import RankReport, rank_markdown
 from xferlab.report._render import csv, latex, markdown
 from xferlab.report._runs import DERIVED, UNSET, ReportError, parse_since, same_value
 
-__all__ = ["SUFFIXES", "RankReport", "Report", "ReportError", "client", "csv", "latex", "log",
-           "make", "markdown", "mixed_code", "parse_since", "plot", "rank", "rank_markdown",
-           "with_provenance"]
+__all__ = ["PAGE", "SUFFIXES", "RankReport", "Report", "ReportError", "client", "csv", "latex",
+           "log", "make", "markdown", "mixed_code", "page", "parse_since", "plot", "rank",
+           "rank_markdown", "with_provenance"]
 
 SUFFIXES = {"md": ".md", "latex": ".tex", "csv": ".csv"}  # format -> file suffix
+PAGE = ".html"  # `--out` writes a self-contained page (tables, plot, provenance)
 # columns of the report's own frames: a key named so could not be told from them
 RESERVED = frozenset({"metric", "value", "seconds", *_stats.SUMMARY})
 
@@ -230,15 +232,13 @@ def log(store: MlflowClient, report: Report, texts: dict[str, str], figure=None)
     for fmt, text in texts.items():
         store.log_text(parent, text, f"report/{stem}{SUFFIXES[fmt]}")
     if figure is not None:
-        store.log_figure(parent, figure, f"report/{stem}.png")
+        store.log_figure(parent, figure, f"report/{stem}.png", save_kwargs=figures.SAVE)
     return parent
 
 
 def plot(report: Report) -> Figure:
-    """The first metric against the first numeric column key (see `_render.plot`)."""
-    first = report.metrics[0]
-    return _render.plot(replace(report, metrics=[first],
-                                cells=report.cells[report.cells["metric"] == first]))
+    """Each metric, a panel each, against the first numeric column key (see `_render.plot`)."""
+    return _render.plot(report)
 
 
 def mixed_code(table: Report | RankReport) -> str | None:
@@ -260,3 +260,12 @@ def with_provenance(text: str, fmt: str, table: Report | RankReport, *, command:
     if fmt == "latex":
         return text + _provenance.latex(entry)
     return _provenance.attach(text, entry, before)
+
+
+def page(table: Report, figure: Figure | None, *, command: str, uri: str,
+         digits: int = 3) -> str:
+    """The self-contained HTML page `--out PATH.html` writes: the tables, the plot (if any)
+    embedded as a PNG, the warnings, and the provenance footer of `with_provenance`."""
+    footer = _provenance.html(_provenance.entry(command, table.sources, table.experiment, uri))
+    mixed = mixed_code(table)
+    return _html.page(table, figure, footer, digits, warnings=[mixed] if mixed else [])

@@ -13,6 +13,7 @@ import re
 import subprocess
 from collections import Counter
 from datetime import UTC, datetime
+from html import escape
 from pathlib import Path
 
 import pandas as pd
@@ -28,15 +29,18 @@ _NOT_CODE = (".md", ".png")  # the report and its plots are being rewritten: the
 
 
 def sources(runs: pd.DataFrame, kind: str = "") -> pd.DataFrame:
-    """The runs a table counts, as the footer needs them: index run id; `start_time`,
-    `end_time` (ms), `commit` (their git.commit tag, NaN without), `dirty` (bool), `kind`."""
-    def tag(name: str) -> pd.Series:
-        column = f"tags.{name}"
-        return runs[column] if column in runs.columns else pd.Series(None, index=runs.index)
+    """The runs a table counts, as the footer and a plot's caption need them: index run id;
+    `start_time`, `end_time` (ms), `commit` (their git.commit tag, NaN without), `dirty`
+    (bool), `kind`, `data` and `backbone` (their names, NaN without)."""
+    def column(name: str) -> pd.Series:
+        return runs[name] if name in runs.columns else pd.Series(None, index=runs.index)
 
     return pd.DataFrame({"start_time": runs["start_time"], "end_time": runs["end_time"],
-                         "commit": tag("git.commit"), "dirty": tag("git.dirty") == "True",
-                         "kind": kind}, index=runs.index)
+                         "commit": column("tags.git.commit"),
+                         "dirty": column("tags.git.dirty") == "True", "kind": kind,
+                         "data": column("params.data.name"),
+                         "backbone": column("params.backbone.name").fillna(
+                             column("tags.choice.backbone"))}, index=runs.index)
 
 
 def digest(run_ids) -> str:
@@ -115,6 +119,13 @@ def latex(new_entry: str) -> str:
     return "".join(f"% {line}\n" for line in lines)
 
 
+def html(new_entry: str) -> str:
+    """The footer as an HTML block (for a .html page), between the same two comments."""
+    paragraphs = [_LEAD + new_entry, _written_by()]
+    body = "\n".join(f"<p>{_html_inline(p)}</p>" for p in paragraphs)
+    return f"<footer>\n{BEGIN}\n{body}\n{END}\n</footer>\n"
+
+
 def written() -> str:
     """`commit 1a2b3c4 (clean tree; ...)` of the checkout the report is written from (git in
     the current folder: run from the repository root); *.md and *.png changes do not count."""
@@ -155,6 +166,14 @@ def _store(uri: str) -> str:
         except ValueError:
             pass
     return masked(uri)
+
+
+def _html_inline(text: str) -> str:
+    """The footer's Markdown (`code`, ``code with `backticks` ``, **bold**) as HTML."""
+    text = escape(text, quote=False)
+    text = re.sub(r"``\s(.+?)\s``|`([^`]+)`",
+                  lambda m: f"<code>{m[1] if m[1] is not None else m[2]}</code>", text)
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text).replace("\n", "<br>\n")
 
 
 def _code(text: str) -> str:

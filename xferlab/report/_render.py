@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
+from xferlab import figures
 from xferlab.report._runs import ReportError, is_number
 from xferlab.report._stats import SUMMARY
 
@@ -66,40 +67,68 @@ def csv(report: Report) -> str:
     return table.to_csv(index=False)
 
 
+@figures.styled
 def plot(report: Report) -> Figure:
-    """The metric against the first numeric column key: one line per row value (and value of
-    the other column keys) with its 95% CI as a band; log x when the key spans a decade."""
+    """Each metric (a panel each, side by side) against the first numeric column key: one line
+    per row value (and value of the other column keys), each with its own marker and line style,
+    its 95% CI as a band; log x when the key spans a decade; open markers: cells under --min-n.
+    Human labels, and the runs' data, backbone, seeds and commit as the caption."""
     x_key = next((k for k in report.cols if all(map(is_number, report.cells[k]))), None)
     if x_key is None:
         raise ReportError("--plot needs a numeric column key, e.g. --cols data.fraction; column "
                           f"keys: {', '.join(report.cols) or '(none)'}")
     others = [k for k in report.rows + report.cols if k != x_key]
     table = report.cells.assign(x=report.cells[x_key].astype(float))
-    fig = Figure(figsize=(5.0, 3.4), layout="constrained")
-    ax = fig.subplots()
-    for labels, group in table.groupby(others, sort=False):
-        group = group.sort_values("x")
-        (line,) = ax.plot(group["x"], group["mean"], marker="o", label=", ".join(labels))
-        ax.fill_between(group["x"], group["ci_low"], group["ci_high"], color=line.get_color(),
-                        alpha=0.2, linewidth=0)
-        low = group[group["n"] < report.min_n]  # open markers: too few runs to trust
-        ax.scatter(low["x"], low["mean"], facecolor="white", edgecolor=line.get_color(),
-                   zorder=3)
-    handles, names = ax.get_legend_handles_labels()
+    fig = figures.figure(0.4 + 4.6 * len(report.metrics), 3.4)
+    axes = fig.subplots(1, len(report.metrics), squeeze=False)[0]
+    ticks = sorted(table["x"].unique())
+    names = {labels: i for i, labels in enumerate(dict.fromkeys(
+        table[others].itertuples(index=False, name=None)))}  # a series' style in every panel
+    for ax, metric in zip(axes, report.metrics, strict=True):
+        for labels, group in table[table["metric"] == metric].groupby(others, sort=False):
+            group = group.sort_values("x")
+            style = figures.series(names[labels])
+            ax.plot(group["x"], group["mean"], markeredgecolor="white", markeredgewidth=0.6,
+                    label=", ".join(map(figures.value_label, others, labels)), **style)
+            ax.fill_between(group["x"], group["ci_low"], group["ci_high"], color=style["color"],
+                            alpha=0.15, linewidth=0)
+            low = group[group["n"] < report.min_n]  # open markers: too few runs to trust
+            ax.scatter(low["x"], low["mean"], marker=style["marker"], facecolor="white",
+                       edgecolor=style["color"], zorder=3)
+        if ticks[0] > 0 and ticks[-1] / ticks[0] >= 10:
+            ax.set_xscale("log")
+        ax.set_xticks(ticks, labels=[f"{t:g}" for t in ticks])  # the values measured, no others
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel(figures.label(x_key))
+        ax.set_ylabel(f"{figures.label(metric)} (mean, 95% CI)")
+    handles, texts = axes[0].get_legend_handles_labels()
     if (table["n"] < report.min_n).any():
         handles.append(Line2D([], [], linestyle="none", marker="o", color="gray",
                               markerfacecolor="white"))
-        names.append(f"n < {report.min_n}")
-    ticks = sorted(table["x"].unique())
-    if ticks[0] > 0 and ticks[-1] / ticks[0] >= 10:
-        ax.set_xscale("log")
-    ax.set_xticks(ticks, labels=[f"{t:g}" for t in ticks])  # the values measured, no others
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel(x_key)
-    ax.set_ylabel(f"{report.metric} (mean, 95% CI)")
-    ax.grid(alpha=0.3)
-    ax.legend(handles, names, title=", ".join(others), frameon=False, fontsize="small")
-    return fig
+        texts.append(f"n < {report.min_n} runs")
+    axes[0].legend(handles, texts, title=", ".join(map(figures.label, others)), fontsize="small")
+    return figures.caption(fig, plot_caption(report))
+
+
+def plot_caption(report: Report) -> str:
+    """`data: … · backbone: … · n = 3 per point (seed × data.subset_seed) · commit …`: what
+    the runs a plot counts were made of and at."""
+    sources = report.sources
+    low, high = int(report.cells["n"].min()), int(report.cells["n"].max())
+    n = f"{low}" if low == high else f"{low} to {high}"
+    replicas = " × ".join(report.seeds) or "runs"
+    commit = figures.commit_text(zip(sources["commit"], sources["dirty"], strict=True))
+    return figures.caption_line(data=_listed(sources["data"]),
+                                backbone=_listed(sources["backbone"]),
+                                seeds=f"n = {n} per point ({replicas})", commit=commit)
+
+
+def _listed(values: pd.Series) -> str | None:
+    """The distinct values (at most three, then how many more), None without any."""
+    found = list(dict.fromkeys(v for v in values if isinstance(v, str)))
+    if not found:
+        return None
+    return ", ".join(found[:3]) + (f" (+{len(found) - 3} more)" if len(found) > 3 else "")
 
 
 def _grid(report: Report, table: pd.DataFrame,
