@@ -16,13 +16,10 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from mlflow.tracking import MlflowClient
 
+from xferlab import figures
 from xferlab.tracking import resolve_uri
 
 # the shifts shown, in order: (dataset, metric, column label)
@@ -36,11 +33,13 @@ SHIFTS = [("animal_mnist", "test/acc", "animals: test"),
 
 
 def accuracies(client: MlflowClient, experiment: str, fraction: float):
-    """(dataset, strategy, k) -> seed -> metrics of the FINISHED runs at `fraction`."""
+    """(dataset, strategy, k) -> seed -> metrics of the FINISHED runs at `fraction`, and the
+    (commit, dirty) of every run."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise SystemExit(f"no experiment {experiment!r} in {client.tracking_uri}")
     found: dict[tuple[str, str, int], dict[int, dict[str, float]]] = defaultdict(dict)
+    commits = []
     for run in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
                                   max_results=5000):
         p = run.data.params
@@ -49,7 +48,8 @@ def accuracies(client: MlflowClient, experiment: str, fraction: float):
         strategy = p["freeze.strategy"]
         k = int(p["freeze.k"]) if strategy == "block_k" else -1
         found[p["data.name"], strategy, k][int(p["seed"])] = run.data.metrics
-    return found
+        commits.append((run.data.tags.get("git.commit"), run.data.tags.get("git.dirty") == "true"))
+    return found, commits
 
 
 def main() -> None:
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, required=True)
     parser.add_argument("--uri", default=None)
     args = parser.parse_args()
-    found = accuracies(MlflowClient(resolve_uri(args.uri)), args.experiment, args.fraction)
+    found, commits = accuracies(MlflowClient(resolve_uri(args.uri)), args.experiment, args.fraction)
     blocks = sorted({k for (_, s, k) in found if s == "block_k"})
     if not blocks:
         raise SystemExit(f"no block_k runs at data.fraction={args.fraction}")
@@ -72,7 +72,6 @@ def main() -> None:
         return float(np.mean(values)) if values else float("nan")
 
     grid = np.array([[mean(d, "block_k", k, m) for d, m, _ in SHIFTS] for k in blocks])
-    full = np.array([mean(d, "full", -1, m) for d, m, _ in SHIFTS])
     # full fine-tuning on the seeds the blocks ran with, for a paired comparison
     block_seeds = {s for (_, st, _), runs in found.items() if st == "block_k" for s in runs}
     full_paired = np.array([mean(d, "full", -1, m, block_seeds) for d, m, _ in SHIFTS])
@@ -92,26 +91,34 @@ def main() -> None:
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
-    delta = grid - full_paired
-    fig, ax = plt.subplots(figsize=(11, 0.42 * len(blocks) + 2.2), constrained_layout=True)
+    draw(grid, grid - full_paired, blocks, args.plot,
+         figures.caption_line(data="animal_mnist (corruptions at severity 3), digits → mnist_5k",
+                              backbone="tf_efficientnet_lite0 (ImageNet)",
+                              seeds=f"seeds {sorted(block_seeds)}",
+                              commit=figures.commit_text(commits),
+                              more=[f"labelled fraction {args.fraction:g}"]))
+
+
+@figures.styled
+def draw(grid: np.ndarray, delta: np.ndarray, blocks: list[int], path: Path,
+         caption: str) -> None:
+    fig = figures.figure(10, 0.3 * len(blocks) + 2.4)
+    ax = fig.subplots()
     bound = np.nanmax(np.abs(delta))
     image = ax.imshow(delta, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
     for i in range(len(blocks)):
         for j in range(len(SHIFTS)):
             if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7)
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=6.5)
     ax.set_xticks(range(len(SHIFTS)), [label for _, _, label in SHIFTS], rotation=35,
                   ha="right")
     ax.set_yticks(range(len(blocks)), ["0 (stem)" if k == 0 else str(k) for k in blocks])
-    ax.set(ylabel="the one block fine-tuned (with the head)",
-           title="Accuracy when only block k and the head train; colour: minus full "
-                 "fine-tuning's")
-    fig.colorbar(image, ax=ax, label="accuracy − full fine-tuning (same seeds)")
-    fig.text(0.01, 0.005, f"EfficientNet-Lite0 (ImageNet), data.fraction={args.fraction:g}, "
-             f"seeds {sorted(block_seeds)}; full: "
-             + ", ".join(f"{label} {v:.2f}" for (_, _, label), v in zip(SHIFTS, full, strict=True)
-                         if label.endswith("test")), fontsize=7)
-    fig.savefig(args.plot, dpi=200)
+    ax.grid(False)
+    ax.set(ylabel="the one layer group fine-tuned, with the head",
+           title="Accuracy when only group k and the head train (colour: minus full "
+                 "fine-tuning's, same seeds)")
+    fig.colorbar(image, ax=ax, label="accuracy − full fine-tuning")
+    figures.save(figures.caption(fig, caption), path)
 
 
 if __name__ == "__main__":
