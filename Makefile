@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/xferlab train -m experiment=demo freeze=scratch,linear_probe,full data.fraction=0.01,0.1,1.0
 	$(BIN)/xferlab report --experiment demo --rows freeze --cols data.fraction --metric test/acc \
-		--paired-vs scratch --parent latest --min-n 1
+		--paired-vs scratch --parent latest --min-n 1 --log
 	@echo "Browse every run, its curves and artifacts: $(BIN)/xferlab ui  (http://127.0.0.1:5000)"
 
 # Lint and type-check first: seconds, and they fail the target before minutes of tests run.

@@ -47,7 +47,7 @@ def test_sigkill_in_epoch_2_then_resume_ends_as_an_uninterrupted_run(tmp_path):
     whole.mkdir()
     _after_first_checkpoint(killed, start_train(killed, *RUN), signal.SIGKILL)
     client, run = _only_run(killed)
-    assert run.info.status == "RUNNING" and _steps(client, run) in ([], [0])
+    assert run.info.status == "RUNNING" and _steps(client, run) in ([], [1])
 
     # the next commands that touch the store find it, and no report counts it
     stale = xferlab("runs", "--stale", cwd=killed)
@@ -68,7 +68,9 @@ def test_sigkill_in_epoch_2_then_resume_ends_as_an_uninterrupted_run(tmp_path):
     assert f"resuming run {run.info.run_id} after epoch 1" in resumed.stderr
     client, run = _only_run(killed)
     assert run.info.status == "FINISHED"
-    assert _steps(client, run) == [0, 1, 2, 3] == _steps(client, run, "train/loss")
+    # epochs counted from 1, as the console counts them; the final metrics at step 0
+    assert _steps(client, run) == [1, 2, 3, 4] == _steps(client, run, "train/loss")
+    assert _steps(client, run, "best/epoch") == [0] == _steps(client, run, "test/acc")
     assert not list((killed / "outputs" / "checkpoints").glob("*.pt"))
 
     assert xferlab("train", *RUN, cwd=whole).returncode == 0
@@ -88,7 +90,7 @@ def test_ctrl_c_ends_killed_and_trainer_resume_continues_the_same_run(tmp_path):
     assert again.returncode == 0, again.stderr
     assert f"resuming run {run.info.run_id}" in again.stderr
     client, run = _only_run(tmp_path)  # still one run
-    assert run.info.status == "FINISHED" and _steps(client, run) == [0, 1, 2, 3]
+    assert run.info.status == "FINISHED" and _steps(client, run) == [1, 2, 3, 4]
 
     done = xferlab("train", *RUN, "trainer.resume=true", cwd=tmp_path)  # a resumed sweep's job
     assert done.returncode == 0 and f"already FINISHED as run {run.info.run_id}" in done.stderr

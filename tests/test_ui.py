@@ -47,12 +47,14 @@ def test_ui_serves_the_project_store_and_ctrl_c_stops_every_process(project):
     experiment = client.create_experiment(
         "study", artifact_location=(project / "outputs" / "mlartifacts").as_uri())
     # the last val/acc is not the best: only best/val_acc sorts the runs right in the UI
-    for name, accs in (("r0", [0.7, 0.6]), ("r1", [0.9, 0.5]), ("r2", [0.8, 0.7])):
-        run = client.create_run(experiment, run_name=name).info.run_id
-        for epoch, acc in enumerate(accs):
+    begun = int(time.time() * 1000)
+    for i, (name, accs) in enumerate((("r0", [0.7, 0.6]), ("r1", [0.9, 0.5]), ("r2", [0.8, 0.7]))):
+        run = client.create_run(experiment, run_name=name, start_time=begun + i).info.run_id
+        for epoch, acc in enumerate(accs, start=1):
             client.log_metric(run, "val/acc", acc, step=epoch)
         client.log_metric(run, "best/val_acc", max(accs))
         client.set_terminated(run)
+    newest = run  # r2, started last
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -70,10 +72,18 @@ def test_ui_serves_the_project_store_and_ctrl_c_stops_every_process(project):
             "experiment_ids": [found["experiment"]["experiment_id"]],
             "order_by": ["metrics.`best/val_acc` DESC"]})["runs"]
         assert [r["info"]["run_name"] for r in runs] == ["r1", "r2", "r0"]
+        # links that open in the model-training mode: the experiment's runs, the newest run
+        mode = "?workflowType=machine_learning"
+        deadline = time.monotonic() + 60
+        while f"/runs/{newest}{mode}" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.25)
+        assert f"{url}/#/experiments/{experiment}/runs{mode}" in log.read_text()
+        assert f"{url}/#/experiments/{experiment}/runs/{newest}{mode}" in log.read_text()
 
         started = psutil.Process(ui.pid).children(recursive=True)
         commands = [" ".join(p.cmdline()) for p in started]
-        servers = [p for p in started if "uvicorn" in " ".join(p.cmdline())]
+        servers = [p for p in started if p.cmdline()[1:3] == ["-m", "uvicorn"]]
         assert len(servers) == 1 and "--workers 1" in " ".join(servers[0].cmdline())
         assert not any("huey" in c for c in commands), commands  # no job runner
         listening = {c.laddr.ip for c in servers[0].net_connections("tcp")
@@ -89,6 +99,7 @@ def test_ui_serves_the_project_store_and_ctrl_c_stops_every_process(project):
     assert code == 0
     assert started and alive == []
     assert "Traceback" not in log.read_text()  # a graceful stop
+    assert " HTTP/1.1\" 200" not in log.read_text()  # no access-log line per request
 
 
 def test_ui_refuses_a_taken_port_and_a_server_uri(project, capsys):

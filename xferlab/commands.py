@@ -175,8 +175,10 @@ def ui(args: list[str]) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--uri", default=None, help="tracking URI (default: the project's store)")
+    parser.add_argument("--access-log", action="store_true",
+                        help="print a line per request the server answers (default: quiet)")
     opts = parser.parse_args(args)
-    from xferlab.tracking import resolve_uri
+    from xferlab.tracking import resolve_uri, store_exists, ui_url
 
     uri = resolve_uri(opts.uri)
     if uri.startswith(("http://", "https://")):
@@ -186,6 +188,9 @@ def ui(args: list[str]) -> int:
     # the UI answers in about half the time (4 s instead of 7-9 s).
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
            "--host", opts.host, "--port", str(opts.port), "--workers", "1"]
+    if not opts.access_log:  # uvicorn's line per request buries what the user reads here
+        cmd += ["--uvicorn-opts", " ".join(
+            filter(None, [os.environ.get("MLFLOW_UVICORN_OPTS"), "--no-access-log"]))]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     family = socket.AF_INET6 if ":" in opts.host else socket.AF_INET
     try:  # a taken port is the user's to fix: say so before MLflow starts and fails later
@@ -198,14 +203,17 @@ def ui(args: list[str]) -> int:
         store.parent.mkdir(parents=True, exist_ok=True)
         # experiments made in the UI keep their artifacts beside the store, as `train`'s do
         cmd += ["--default-artifact-root", (store.parent / "mlartifacts").resolve().as_uri()]
-    host = f"[{opts.host}]" if family == socket.AF_INET6 else opts.host
-    print(f"MLflow UI for {uri} at http://{host}:{opts.port}  (Ctrl-C stops it)", flush=True)
+    address = ui_url(uri, opts.host, opts.port)
+    print(f"MLflow UI for {uri} at {address}  (Ctrl-C stops it)", flush=True)
+    existed = store_exists(uri)  # before the server creates it: a new store has no runs
     # Its own session: a terminal's Ctrl-C reaches only this process, which stops the server
     # once and in order; `kill` and a closed terminal stop it the same way.
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.default_int_handler)
     try:
+        if existed:
+            _print_links(uri, address)  # while the server starts
         return proc.wait()
     except KeyboardInterrupt:
         proc.terminate()  # `mlflow ui` forwards it to its uvicorn server and waits for it
@@ -216,6 +224,42 @@ def ui(args: list[str]) -> int:
         with suppress(ProcessLookupError):  # whatever is left of the session, e.g. a server
             os.killpg(proc.pid, signal.SIGKILL)  # whose `mlflow ui` died first
         proc.wait()
+
+
+def _print_links(uri: str, address: str) -> None:
+    """Links that open each experiment's runs table, and the newest run (and its sweep), in the
+    UI's model-training mode: MLflow 3 opens an experiment on its GenAI overview otherwise."""
+    import logging
+
+    from mlflow.entities import ViewType
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    from xferlab import tracking
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    client = MlflowClient(uri)
+    try:
+        found = [e for e in client.search_experiments(ViewType.ACTIVE_ONLY)
+                 if client.search_runs([e.experiment_id], max_results=1)]
+    except MlflowException as err:  # the server says why too; the UI may still serve
+        print(f"xferlab: warning: cannot list the store's experiments: {err.message}",
+              file=sys.stderr)
+        return
+    if not found:
+        return
+    lines = [(e.name, tracking.runs_link(address, e.experiment_id)) for e in found]
+    [newest] = client.search_runs([e.experiment_id for e in found], max_results=1,
+                                  order_by=["attributes.start_time DESC"])
+    experiment = newest.info.experiment_id
+    lines.append((f"newest run ({newest.info.run_name})",
+                  tracking.run_link(address, experiment, newest.info.run_id)))
+    if parent := newest.data.tags.get(MLFLOW_PARENT_RUN_ID):
+        lines.append(("its sweep", tracking.run_link(address, experiment, parent)))
+    width = max(len(label) for label, _ in lines)
+    print("in model-training mode:\n" + "\n".join(f"  {label:<{width}}  {link}"
+                                                 for label, link in lines), flush=True)
 
 
 def runs(args: list[str]) -> int:

@@ -4,12 +4,13 @@ xferlab has no switch that turns tracking off (no option, no environment variabl
 variants launch the same small runner, which runs `xferlab.cli.main` as the `xferlab` script
 does. With tracking off it first replaces xferlab's tracking calls by no-ops: `tracking.run`
 (opening the run on its thread: MLflow's import, the store's opening, the run's creation, its
-end), `setup`, `log_params`, `log_metrics`, `set_tags`, `log_missing_epochs`, `git_tags` (two
-git calls for the run's tags), and `artifacts.log_subset` and `log_run_artifacts` (the
-dataset input, config, checkpoint files, the two matplotlib plots, the per-class CSV). Each
-child writes whether mlflow and matplotlib were imported: the benchmark stops unless tracked
-runs imported mlflow and untracked ones neither. What stays in the untracked run is xferlab's
-own: writing the backbone and head files that the tracked run then logs (a temporary folder).
+end), `setup`, `log_params`, `log_metrics`, `set_tags`, `log_missing_epochs`, `ui_links` (the
+summary's links: one read of the run), `git_tags` (two git calls for the run's tags), and
+`artifacts.log_subset` and `log_run_artifacts` (the dataset input, config, checkpoint files, the
+two matplotlib plots, the per-class CSV). Each child writes whether mlflow and matplotlib were
+imported: the benchmark stops unless tracked runs imported mlflow and untracked ones neither.
+What stays in the untracked run is xferlab's own: writing the backbone and head files that the
+tracked run then logs (a temporary folder).
 
 Each variant is timed from launch to exit, the whole process: interpreter start, imports
 (MLflow's once per process), the store's opening, training, test, artifacts, teardown. The
@@ -69,7 +70,8 @@ if os.environ["BENCH_TRACKING"] == "off":
         return None
 
     tracking.run = untracked_run
-    for name in ("setup", "log_params", "log_metrics", "set_tags", "log_missing_epochs"):
+    for name in ("setup", "log_params", "log_metrics", "set_tags", "log_missing_epochs",
+                 "ui_links"):
         setattr(tracking, name, nothing)
     tracking.git_tags = lambda cwd: {}
     artifacts.log_subset = artifacts.log_run_artifacts = nothing

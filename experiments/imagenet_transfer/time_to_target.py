@@ -1,7 +1,8 @@
 """Time as well as data: how long each strategy takes to first reach a validation accuracy.
 
 Reads the study's FINISHED runs at one labelled fraction from the MLflow store: per run, each
-validation's `val/acc` (step = epoch) and when it was logged. Wall time is the time from the
+validation's `val/acc` (step = epoch, counted from 1; runs logged before xferlab counted from 1
+start at step 0) and when it was logged. Wall time is the time from the
 run's start to that validation, as the researcher waits for it: training steps, feature
 extraction and validation included. Writes a Markdown table and an accuracy-vs-wall-time plot.
 
@@ -43,8 +44,12 @@ def curves(client: MlflowClient, experiment: str, where: dict[str, str], fractio
             continue
         history = sorted(client.get_metric_history(run.info.run_id, "val/acc"),
                          key=lambda m: m.step)
+        if not history:
+            continue
         seconds = np.array([(m.timestamp - run.info.start_time) / 1000 for m in history])
-        steps = np.array([(m.step + 1) * int(p["trainer.steps_per_epoch"]) for m in history])
+        first = history[0].step  # 1, or 0 in runs logged while steps counted epochs from 0
+        steps = np.array([(m.step - first + 1) * int(p["trainer.steps_per_epoch"])
+                          for m in history])
         acc = np.array([m.value for m in history])
         found[p["freeze.strategy"]].append((seconds, steps, acc))
     return found

@@ -33,6 +33,7 @@ __all__ = [
     "register",
     "select",
     "unknown_keys",
+    "unused_keys",
     "validate",
 ]
 
@@ -222,6 +223,24 @@ CHOICES = {
 # The keys that name an option of an axis, each with one registry (in the module named).
 AXES = {"backbone.pretrained": "backbones", "head.kind": "heads", "freeze.strategy": "freezing",
         "data.kind": "data", "data.augment": "data", "optim.name": "optim", "sched.name": "optim"}
+
+
+def unused_keys(cfg: Any) -> set[str]:
+    """Dotted keys that no chosen option uses: on each axis, the own keys of the options not
+    chosen, less those of the chosen one (and of what another axis of the same section chose,
+    e.g. data.kind and data.augment). What a run logs as params leaves them out."""
+    unused: dict[str, set[str]] = {}
+    used: dict[str, set[str]] = {}
+    for registry in Registry.ALL:
+        if not registry.section:
+            continue
+        chosen = select(cfg, registry.key)
+        if chosen not in registry:  # e.g. backbone.pretrained=file:<path>: no dataclass anyway
+            continue
+        unused.setdefault(registry.section, set()).update(registry.foreign_keys(chosen))
+        used.setdefault(registry.section, set()).update(registry.keys_of(chosen))
+    return {f"{section}.{key}" for section, keys in unused.items()
+            for key in keys - used[section]}
 
 
 def unknown_keys(cfg: Any, schema: Any = None, prefix: str = "") -> list[str]:

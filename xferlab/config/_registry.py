@@ -110,6 +110,16 @@ class Registry(Generic[T]):
         assert dataclasses.is_dataclass(option)
         return tuple(f.name for f in dataclasses.fields(option) if f.init)
 
+    def keys_of(self, name: str) -> tuple[str, ...]:
+        """`own_keys`, or none for an option that is no dataclass (a function, a class)."""
+        return self.own_keys(name) if dataclasses.is_dataclass(self[name]) else ()
+
+    def foreign_keys(self, name: str) -> set[str]:
+        """The other options' own keys that `name` lacks: keys in this section that do nothing
+        while `name` is chosen (glyphs' `data.charset` for `data.kind=digits`)."""
+        return {key for other in self._options for key in self.keys_of(other)} - set(
+            self.keys_of(name))
+
     def build(self, name: str, section: Any) -> Any:
         """The dataclass option `name`, made from its own keys (its fields) in `section`."""
         values = (OmegaConf.to_container(section, resolve=True)

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.data import DataLoader
 
-from xferlab.engine import _loaders
+from xferlab.engine import _loaders, _lr
 from xferlab.evaluate import class_metrics
 from xferlab.freezing import LayerGroup, Plan, apply_plan, train_mode
 from xferlab.optim import schedule, set_lr
@@ -107,7 +107,7 @@ class Loop:
 @dataclass
 class History:
     best_val_acc: float = -1.0
-    best_epoch: int = -1
+    best_epoch: int = 0  # counted from 1, as the console counts epochs; 0: none yet
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     epochs: list[dict[str, float]] = field(default_factory=list)
 
@@ -164,6 +164,8 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
     epochs = math.ceil(total_steps / steps_per_epoch)
     generator = torch.Generator().manual_seed(seed)
     history, plan, step, start = History(), None, 0, 0
+    lr_series = _lr.lr_series([g.name for g in groups],
+                              [plan_for(e).lr_scale for e in range(epochs)])
     if resume is not None:
         # the checkpoint lacks the parameters frozen when it was written: they never trained
         # (plans only ever unfreeze), so the freshly built model holds them already
@@ -230,14 +232,15 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
             val_loss, val_acc, val_pred = evaluate(net, val_inputs, val[1], loop, on_features)
             classes = int(max(val[1].max(), val_pred.max())) + 1
             if val_acc > history.best_val_acc:
-                history.best_val_acc, history.best_epoch = val_acc, epoch
+                history.best_val_acc, history.best_epoch = val_acc, epoch + 1
                 history.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             metrics = {"train/loss": (loss_sum / seen).item(), "val/loss": val_loss,
                        "val/acc": val_acc, "val/acc_best": history.best_val_acc,
                        "val/balanced_acc": class_metrics(val_pred, val[1], classes)["balanced_acc"],
                        "time/epoch_s": elapsed, "throughput/img_s": seen / elapsed,
                        "params/trainable": float(trainable)}
-            metrics.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
+            metrics.update(_lr.lr_metrics(lr_series, {g["name"]: g["lr"]
+                                                      for g in optimizer.param_groups}))
             history.epochs.append(metrics)
             if checkpoint is not None and checkpoint_every and (epoch + 1) % checkpoint_every == 0:
                 checkpoint(_state(model, optimizer, history, step, generator))
@@ -257,7 +260,7 @@ def _state(model: nn.Module, optimizer: torch.optim.Optimizer, history: History,
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
     model_state = {k: v for k, v in model.state_dict().items() if k not in frozen}
     # when this epoch is the best, the same tensors: torch.save writes shared storage once
-    best = (model_state if history.best_epoch == len(history.epochs) - 1 else
+    best = (model_state if history.best_epoch == len(history.epochs) else
             {k: v for k, v in history.best_state.items() if k not in frozen})
     rng: dict[str, Any] = {"fit": generator.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():

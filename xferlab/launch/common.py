@@ -188,9 +188,18 @@ def run_name(launch: tracking.Launch, cfg: DictConfig) -> str:
 
 
 def print_summary(title: str, cfg: DictConfig, run_id: str, test_acc: float, history) -> None:
+    """The run's result, then links that open it, its sweep and its experiment in the UI's
+    model-training mode (a tracking server's UI, else `xferlab ui`'s)."""
     table = Table(title=f"xferlab · {title}", show_header=False)
     table.add_row("test/acc", f"{test_acc:.4f}")
     table.add_row("val/acc_best", f"{history.best_val_acc:.4f} (epoch {history.best_epoch})")
     table.add_row("MLflow run", f"{run_id} in experiment '{cfg.tracking.experiment}'")
-    table.add_row("open the UI", "xferlab ui")
     Console(stderr=False).print(table)
+    uri = tracking.resolve_uri(cfg.tracking.uri)
+    links = tracking.ui_links(uri, run_id) or {}
+    if links:  # whole lines, outside the table: a link folded to fit the terminal opens nothing
+        server = uri.startswith(("http://", "https://"))
+        print("open in the MLflow UI" + ("" if server else " (start it with `xferlab ui`)") + ":")
+        width = max(map(len, links))
+        for label, link in links.items():
+            print(f"  {label:<{width}}  {link}")

@@ -102,10 +102,14 @@ def hand_over(job: Job, jobs: Jobs) -> int:
     first = jobs.configs[0].tracking
     _warn_stale(first.uri, first.experiment)
     sweep_id = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-    parent = tracking.start_parent(first.uri, first.experiment, name=f"sweep·{sweep_id}",
+    grid = swept(jobs.overrides)
+    parent = tracking.start_parent(first.uri, first.experiment,
+                                   name=sweep_name(first.experiment, grid, len(jobs.configs)),
                                    tags={"kind": "sweep", "sweep.id": sweep_id,
                                          "sweep.jobs": str(len(jobs.configs)),
-                                         "overrides": tracking.masked(" ".join(jobs.overrides))})
+                                         "sweep.keys": ",".join(grid),
+                                         "overrides": tracking.masked(" ".join(jobs.overrides))},
+                                   params={key: listed(values) for key, values in grid.items()})
     status = RunStatus.FAILED
     try:
         code = run_hydra(hydra_main(job, Sweep(parent, sweep_id)),
@@ -117,6 +121,30 @@ def hand_over(job: Job, jobs: Jobs) -> int:
         raise
     finally:
         tracking.end_parent(parent, RunStatus.to_string(status))
+
+
+def swept(overrides: list[str]) -> dict[str, list[str]]:
+    """The keys a grid sweeps, each with its values in the order the jobs take them, e.g.
+    {'freeze': ['scratch', 'full'], 'data.fraction': ['0.01', '1.0']}."""
+    values: dict[str, list[str]] = {}
+    for job in compose.job_overrides(overrides, multirun=True):
+        for override in compose.parse(job):
+            taken = values.setdefault(override.key_or_group, [])
+            if (value := override.get_value_element_as_str()) not in taken:
+                taken.append(value)
+    return {key: taken for key, taken in values.items() if len(taken) > 1}
+
+
+def listed(values: list[str], limit: int = 500) -> str:
+    """`a, b, c`, cut short past `limit` characters (MLflow caps a param's value)."""
+    text = ", ".join(values)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(values)} values)"
+
+
+def sweep_name(experiment: str, grid: dict[str, list[str]], jobs: int) -> str:
+    """The sweep's parent run's name, e.g. `demo: freeze × data.fraction, 9 jobs`."""
+    keys = " × ".join(grid)
+    return f"{experiment}: {keys + ', ' if keys else ''}{jobs} job{'' if jobs == 1 else 's'}"
 
 
 def run_hydra(hydra_main: Callable[[], object], args: list[str]) -> int:

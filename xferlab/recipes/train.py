@@ -128,12 +128,18 @@ def train(cfg: DictConfig, launch: tracking.Launch,
 
     def log_start(run_id: str) -> None:
         params = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))  # of a dict
-        tracking.log_params(run_id, params, extra={
-            "data.train_size": len(train_split),
-            "data.subset_digest": subset_digest,
-            "backbone.weights_digest": load_report.digest or "none",
-            "source.run_id": source.run_id if source else "none",
-        })
+        # only what applies to the chosen options: not the keys of the options not chosen
+        # (glyphs' data.charset on digits), nor a pretrained source where training starts from
+        # random weights
+        unused = config.unused_keys(cfg)
+        if not strategy.pretrained:
+            unused |= {"backbone.pretrained", "backbone.source_overrides"}
+        extra = {"data.train_size": len(train_split), "data.subset_digest": subset_digest}
+        if load_report.digest:
+            extra["backbone.weights_digest"] = load_report.digest
+        if source:
+            extra["source.run_id"] = source.run_id
+        tracking.log_params(run_id, params, extra=extra, leave_out=unused)
         artifacts.log_subset(run_id, cfg.data.name, ds.identity, train_split.labels,
                              subset_digest, ds.num_classes)
 
@@ -144,6 +150,7 @@ def train(cfg: DictConfig, launch: tracking.Launch,
         # epochs the store has: on resume, those checkpointed just before a crash are logged
         # now, and those after the checkpoint (checkpoint_every > 1) are not logged twice
         logged = tracking.log_missing_epochs(run.run_id, state["epochs"]) if state else set()
+        curves: set[str] = set()  # the metrics logged every epoch
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             if cfg.trainer.eval_every_epoch and eval_sets:
@@ -151,8 +158,9 @@ def train(cfg: DictConfig, launch: tracking.Launch,
                     plan_for(e).backbone_frozen for e in range(epoch))
                 metrics = {**metrics, **evaluate.set_metrics(
                     functools.partial(logits_of, frozen=frozen), eval_sets)}
-            if epoch not in logged:
-                tracking.log_metrics(run.run_id, metrics, step=epoch)
+            if epoch + 1 not in logged:  # steps count epochs from 1, as the console does
+                tracking.log_metrics(run.run_id, metrics, step=epoch + 1)
+            curves.update(metrics)
             if report is not None:
                 report(epoch, metrics)
 
@@ -192,11 +200,16 @@ def train(cfg: DictConfig, launch: tracking.Launch,
         if cache is not None:
             tracking.set_tags(run_id,
                               {"feature_cache": f"{cache.hits} hits, {cache.misses} misses"})
-        tracking.log_metrics(run_id, {
-            **final.metrics, "best/val_acc": history.best_val_acc,
-            "best/epoch": history.best_epoch,
-            "params/total": sum(p.numel() for p in model.parameters()),
-        }, step=len(history.epochs) - 1)
+        summary = {**final.metrics, "best/val_acc": history.best_val_acc,
+                   "best/epoch": history.best_epoch,
+                   "params/total": sum(p.numel() for p in model.parameters())}
+        # at step 0, before the epochs' steps 1..n: MLflow's run page draws a metric whose last
+        # step is 0 as a bar showing its value, not as a one-point curve. A curve's final value
+        # (an evaluation set measured every epoch too) ends its curve: its latest value is final
+        tracking.log_metrics(run_id, {k: v for k, v in summary.items() if k not in curves},
+                             step=0)
+        if ends := {k: v for k, v in summary.items() if k in curves}:
+            tracking.log_metrics(run_id, ends, step=len(history.epochs))
         with tempfile.TemporaryDirectory() as tmp:
             # backbone and head apart: the backbone file loads as `mlflow:` or `file:` weights
             backbones.save_backbone(model.backbone, Path(tmp) / "backbone.safetensors")

@@ -61,13 +61,15 @@ def latest_reruns(runs: pd.DataFrame, identity: list[str]) -> pd.DataFrame:
 def confounders(runs: pd.DataFrame, named: set[str], groups: set[str]) -> dict[str, list[str]]:
     """Params that differ between the runs compared although neither named (as a key, or
     ignored), nor of a named config group (`freeze` names `freeze.k`), nor derived: key -> its
-    values."""
+    values. A run that did not log a key is no difference: runs log only the keys that apply
+    to their options (a scratch run has no `backbone.pretrained`), and an option that differs
+    shows in its own key."""
     found = {}
     for column in (c for c in runs.columns if c.startswith("params.")):
         key = column.removeprefix("params.")
         if key in named | DERIVED or key.split(".")[0] in groups:
             continue
-        values = ordered(runs[column].fillna("(unset)"))
+        values = ordered(runs[column].dropna())
         if len(values) > 1:
             found[key] = values
     return found

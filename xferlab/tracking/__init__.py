@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from functools import cache
@@ -27,6 +27,9 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 
 from xferlab.tracking._launch import Launch as Launch  # run names and tags
+from xferlab.tracking._links import EXPERIMENT_KIND, links, ui_url
+from xferlab.tracking._links import run_link as run_link  # links into the UI
+from xferlab.tracking._links import runs_link as runs_link
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -66,11 +69,25 @@ def setup(uri: str | None, experiment: str) -> str:
         client = MlflowClient()
         found = client.get_experiment_by_name(experiment)
         if found is not None:
+            if EXPERIMENT_KIND[0] not in found.tags:  # made by hand, or by an older xferlab
+                client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
             return found.experiment_id
         artifacts = lock_path.parent / "mlartifacts" if lock_path else None
+        # marked as model training: MLflow 3's UI shows its runs, not a GenAI overview
         return client.create_experiment(
-            experiment, artifact_location=artifacts.resolve().as_uri() if artifacts else None
+            experiment, artifact_location=artifacts.resolve().as_uri() if artifacts else None,
+            tags=dict([EXPERIMENT_KIND]),
         )
+
+
+def ui_links(uri: str | None, run_id: str) -> dict[str, str]:
+    """Links that open the run, its sweep's parent (if any) and its experiment's runs in the
+    UI's model-training mode: of the tracking server, else of `xferlab ui` at its defaults."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    run = _client().get_run(run_id)
+    return links(ui_url(resolve_uri(uri)), run.info.experiment_id, run_id,
+                 run.data.tags.get(MLFLOW_PARENT_RUN_ID))
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -297,19 +314,26 @@ def log_metrics(run_id: str, metrics: Mapping[str, float], step: int) -> None:
 
 
 def log_missing_epochs(run_id: str, epochs: list[Mapping[str, float]]) -> set[int]:
-    """Log the epochs (step = index) that the run's `val/acc` history lacks; return the steps
-    the run holds now."""
+    """Log the epochs (step = epoch, counted from 1 as the console counts them) that the run's
+    `val/acc` history lacks; return the steps the run holds now."""
     logged = {m.step for m in _client().get_metric_history(run_id, "val/acc")}
-    for epoch, metrics in enumerate(epochs):
+    for epoch, metrics in enumerate(epochs, start=1):
         if epoch not in logged:
             log_metrics(run_id, metrics, step=epoch)
-    return logged | set(range(len(epochs)))
+    return logged | set(range(1, len(epochs) + 1))
 
 
-def start_parent(uri: str | None, experiment: str, *, name: str, tags: dict[str, str]) -> str:
-    """Open the parent run of a sweep; its id is handed to the jobs (launch.jobs.Sweep)."""
+def start_parent(uri: str | None, experiment: str, *, name: str, tags: dict[str, str],
+                 params: Mapping[str, str] | None = None) -> str:
+    """Open the parent run of a sweep, with `params` (its swept keys and their values); its id
+    is handed to the jobs (launch.jobs.Sweep)."""
+    from mlflow.entities import Param
+
     experiment_id = setup(uri, experiment)
     parent = _client().create_run(experiment_id, run_name=name, tags={**tags, **owner()})
+    if params:
+        _client().log_batch(parent.info.run_id,
+                            params=[Param(k, masked(str(v))) for k, v in params.items()])
     return parent.info.run_id
 
 
@@ -326,10 +350,11 @@ def masked(text: str) -> str:
 _PASSWORD = re.compile(r"//([^/:@\s]+):[^/@\s]+@")
 
 
-def log_params(run_id: str, resolved: Mapping[str, Any], extra: Mapping[str, Any]) -> None:
-    """The flattened resolved config (dotted keys) plus run facts that are not config, with
-    passwords in URLs masked."""
+def log_params(run_id: str, resolved: Mapping[str, Any], extra: Mapping[str, Any],
+               leave_out: Collection[str] = ()) -> None:
+    """The flattened resolved config (dotted keys) less `leave_out`, plus run facts that are not
+    config, with passwords in URLs masked."""
     from mlflow.entities import Param
 
-    params = {**flatten(resolved), **extra}
+    params = {**{k: v for k, v in flatten(resolved).items() if k not in leave_out}, **extra}
     _client().log_batch(run_id, params=[Param(k, masked(str(v))) for k, v in params.items()])

@@ -137,13 +137,14 @@ def reporter(trial: optuna.Trial, *, intermediate: bool) -> Callable[[int, dict[
     """The `report` hook of a trial's training: a diverged loss fails the trial, and val/acc
     goes to the pruner (Optuna takes intermediate values for single-objective studies only)."""
     def report(epoch: int, metrics: dict[str, float]) -> None:
+        counted = epoch + 1  # from 1, as the console and the run's metric steps count epochs
         if not math.isfinite(metrics["train/loss"]):
-            raise FloatingPointError(f"train/loss is {metrics['train/loss']} at epoch {epoch}: "
-                                     "the trial diverged")
+            raise FloatingPointError(f"train/loss is {metrics['train/loss']} at epoch "
+                                     f"{counted}: the trial diverged")
         if intermediate:
-            trial.report(metrics["val/acc"], step=epoch + 1)
+            trial.report(metrics["val/acc"], step=counted)
             if trial.should_prune():
-                raise Pruned(epoch)
+                raise Pruned(counted)
     return report
 
 
