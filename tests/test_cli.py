@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -46,3 +50,57 @@ def test_bad_input_exits_2_with_one_line_and_no_run(tmp_path, overrides, message
     db = tmp_path / "outputs" / "mlflow.db"
     if db.exists():  # nothing may be left RUNNING (or logged at all)
         assert sqlite3.connect(db).execute("select count(*) from runs").fetchone()[0] == 0
+
+
+# Every command's help, as `xferlab <command> --help` (the first: `xferlab --help`).
+HELP = [[], ["train"], ["pretrain"], ["tune"], ["rank"], ["report"], ["ui"], ["runs"]]
+
+
+def test_every_help_answers_without_importing_heavy_libraries(tmp_path):
+    code = ("import sys\nfrom xferlab import cli\n"
+            f"for command in {HELP!r}:\n"
+            "    try:\n        cli.main([*command, '--help'])\n"
+            "    except SystemExit:  # argparse's --help\n        pass\n"
+            "print(sorted(m for m in ('torch', 'timm', 'mlflow', 'optuna', 'matplotlib')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tmp_path)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    for command in ("xferlab tune", "xferlab rank", "xferlab report", "xferlab runs"):
+        assert f"usage: {command}" in out.stdout
+
+
+@pytest.mark.parametrize("command", HELP, ids=lambda c: " ".join(["xferlab", *c]))
+def test_help_into_a_closed_pipe_exits_0_quietly(tmp_path, command):
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first byte: every write fails (EPIPE)
+    try:
+        out = subprocess.run([sys.executable, "-m", "xferlab.cli", *command, "--help"],
+                             stdout=write, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                             timeout=120, check=False)
+    finally:
+        os.close(write)
+    assert (out.returncode, out.stderr) == (0, "")
+
+
+def test_train_help_piped_into_head_exits_0_without_a_traceback(tmp_path):
+    command = f"{shlex.quote(sys.executable)} -m xferlab.cli train --help | head -1"
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=120, check=False)
+    assert out.returncode == 0 and out.stdout == "train is powered by Hydra.\n"
+    assert out.stderr == ""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--help", "freeze=lp_ft", "data=digits"]],
+                         ids=" ".join)
+def test_train_help_is_the_page_hydra_writes(project, capsys, args):
+    from hydra.core.global_hydra import GlobalHydra
+
+    from xferlab.launch import compose, jobs
+    from xferlab.recipes import train
+
+    try:  # Hydra's own --help: seconds, where help_page takes a fraction of one
+        assert jobs.run_hydra(jobs.hydra_main(train.job), args) == 0
+    finally:
+        GlobalHydra.instance().clear()
+    assert compose.help_page("train", args) + "\n" == capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from xferlab import commands
@@ -27,8 +28,55 @@ commands:
 `xferlab <command> --help` shows the command's own help (for train: Hydra's, with config groups).
 """
 
+# The help of the commands whose module imports torch: answered here, before it loads.
+TUNE_USAGE = """usage: xferlab tune search=<name> [tune.<key>=<value> ...] [train overrides ...]
+
+Searches the space of conf/search/<name>.yaml (or search=<path>.yaml) with Optuna. Each trial is
+an `xferlab train` run with the train overrides plus the trial's, a child of the study's MLflow
+run. Running the same command again resumes the study up to tune.trials.
+
+tune keys:
+  tune.trials=20        the study's total (failed trials are replaced, not counted)
+  tune.workers=1        worker processes on this machine
+  tune.timeout=null     seconds after which this launch starts no new trial
+  tune.study=null       the study's name (default: <search>-<tracking.experiment>)
+  tune.storage=null     a journal file path (default outputs/tune/<study>.journal) or an RDB URL
+                        (postgresql://..., shared by workers on several machines)
+  tune.max_failures=3   failed trials after which this launch stops
+  tune.seed=null        the samplers' seed (a number makes the search repeatable)
+  tune.sampler, tune.pruner   override the search file's (tpe random cmaes grid nsga2; median
+                        hyperband none)
+
+e.g. xferlab tune search=lr_wd freeze=full tune.trials=40 tune.workers=2
+"""
+RANK_USAGE = """usage: xferlab rank <overrides with comma-separated candidates>
+
+Scores each candidate backbone on the target's training data from frozen features:
+LogME (rank/logme), k-NN accuracy (rank/knn) and a 5-fold linear probe (rank/linear_probe).
+Each candidate is an MLflow run tagged kind=rank; `xferlab report --rank` compares the scores
+with fine-tuned results (Kendall tau).
+
+e.g. xferlab rank backbone=resnet18,vit_tiny,resnet_tiny
+     xferlab rank backbone.pretrained=source:glyphs,none data.fraction=0.1
+     xferlab rank 'backbone.source_overrides=[trainer.max_steps=200],[]'
+"""
+HELP_FLAGS = ("-h", "--help")
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """The command's exit code; a closed stdout (`xferlab train --help | head -1`) ends it
+    quietly with 0: its reader has what it wanted."""
+    try:
+        code = _main(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()  # here, where a closed pipe can be caught, not at exit
+        return code
+    except BrokenPipeError:
+        # what is still buffered goes nowhere, instead of failing again when Python exits
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
@@ -44,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[command](args)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (tracking.run raises it for that too)
         # the run it stopped is already marked KILLED; the traceback would only hide that
-        print(f"xferlab: interrupted ({err or 'Ctrl-C'}): the run is KILLED; with a checkpoint, "
-              "`xferlab train --resume <run id>` goes on", file=sys.stderr)
+        print(f"xferlab: interrupted ({str(err) or 'Ctrl-C'}): the run is KILLED; with a "
+              "checkpoint, `xferlab train --resume <run id>` goes on", file=sys.stderr)
         return 130
 
 
@@ -77,12 +125,18 @@ def _pretrain(args: list[str]) -> int:
 
 
 def _tune(args: list[str]) -> int:
+    if any(a in HELP_FLAGS for a in args):
+        print(TUNE_USAGE)
+        return 0
     from xferlab.recipes import tune
 
     return tune.main(args)
 
 
 def _rank(args: list[str]) -> int:
+    if any(a in HELP_FLAGS for a in args):
+        print(RANK_USAGE)
+        return 0
     from xferlab.recipes import rank
 
     return rank.main(args)
@@ -93,9 +147,14 @@ def _launch(recipe: str, args: list[str]) -> int:
     import importlib
 
     from xferlab.config import ConfigError
-    from xferlab.launch import jobs
+    from xferlab.launch import compose, jobs
 
     try:
+        # Hydra's --help page, written without Hydra's slow walk (or None: Hydra answers)
+        page = compose.help_page(recipe, args) if any(a in HELP_FLAGS for a in args) else None
+        if page is not None:
+            print(page)
+            return 0
         prepared = jobs.prepare(recipe, args)
     except ConfigError as err:
         return max(commands.user_error(line) for line in err.problems)

@@ -22,23 +22,8 @@ from xferlab import backbones, data, engine, features, scores, tracking
 from xferlab.launch import common, compose
 from xferlab.recipes import pretrain
 
-USAGE = """usage: xferlab rank <overrides with comma-separated candidates>
-
-Scores each candidate backbone on the target's training data from frozen features:
-LogME (rank/logme), k-NN accuracy (rank/knn) and a 5-fold linear probe (rank/linear_probe).
-Each candidate is an MLflow run tagged kind=rank; `xferlab report --rank` compares the scores
-with fine-tuned results (Kendall tau).
-
-e.g. xferlab rank backbone=resnet18,vit_tiny,resnet_tiny
-     xferlab rank backbone.pretrained=source:glyphs,none data.fraction=0.1
-     xferlab rank 'backbone.source_overrides=[trainer.max_steps=200],[]'
-"""
-
 
 def main(args: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in args):
-        print(USAGE)
-        return 0
     with common.one_line_errors():
         jobs = compose.job_overrides(args, multirun=True)
         candidates = [compose.compose_with_choices(job) for job in jobs]

@@ -35,26 +35,6 @@ SEARCH_DIR = CONF_DIR / "search"
 # Overrides that change where or how visibly a trial trains, not what: a study resumes across them
 # (on another machine, say).
 _NOT_IN_STUDY = ("tracking.uri", "trainer.device", "trainer.threads", "trainer.progress")
-USAGE = """usage: xferlab tune search=<name> [tune.<key>=<value> ...] [train overrides ...]
-
-Searches the space of conf/search/<name>.yaml (or search=<path>.yaml) with Optuna. Each trial is
-an `xferlab train` run with the train overrides plus the trial's, a child of the study's MLflow
-run. Running the same command again resumes the study up to tune.trials.
-
-tune keys:
-  tune.trials=20        the study's total (failed trials are replaced, not counted)
-  tune.workers=1        worker processes on this machine
-  tune.timeout=null     seconds after which this launch starts no new trial
-  tune.study=null       the study's name (default: <search>-<tracking.experiment>)
-  tune.storage=null     a journal file path (default outputs/tune/<study>.journal) or an RDB URL
-                        (postgresql://..., shared by workers on several machines)
-  tune.max_failures=3   failed trials after which this launch stops
-  tune.seed=null        the samplers' seed (a number makes the search repeatable)
-  tune.sampler, tune.pruner   override the search file's (tpe random cmaes grid nsga2; median
-                        hyperband none)
-
-e.g. xferlab tune search=lr_wd freeze=full tune.trials=40 tune.workers=2
-"""
 
 
 @dataclass(frozen=True)
@@ -75,9 +55,6 @@ class Job:
 
 
 def main(args: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in args):
-        print(USAGE)
-        return 0
     console = Console(soft_wrap=True)  # one line per trial, also in logs
     # ---- every check before anything runs: options, search, configs, storage, study
     try:
