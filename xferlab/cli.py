@@ -158,6 +158,8 @@ def _launch(recipe: str, args: list[str]) -> int:
         prepared = jobs.prepare(recipe, args)
     except ConfigError as err:
         return max(commands.user_error(line) for line in err.problems)
+    if prepared.configs and all(cfg.trainer.progress for cfg in prepared.configs):
+        print("xferlab: importing torch and timm", file=sys.stderr, flush=True)  # seconds
     return importlib.import_module(f"xferlab.recipes.{recipe}").launch(prepared)
 
 

@@ -98,6 +98,9 @@ class FeatureCache:
         features = self._load(key, len(images))
         if features is None:
             self.misses += 1
+            if self.loop.say is not None:
+                self.loop.say(f"computing the backbone's features of {len(images)} images for "
+                              "the feature cache")
             features = extract(self.backbone, images, self.loop)
             write_tensors({"features": features.cpu()}, self.root / f"{key}.safetensors")
         else:

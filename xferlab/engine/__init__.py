@@ -42,6 +42,7 @@ class Loop:
     progress: bool = True
     channels_last: bool = False  # NHWC inputs: faster convolutions on CUDA tensor cores
     workers: int = 0  # DataLoader processes for images read on demand; 0 = in memory (or inline)
+    say: Callable[[str], None] | None = None  # a line on what takes seconds; None: quiet
 
     def __post_init__(self) -> None:
         # built once: per batch they would be a host-to-device copy each on CUDA
@@ -178,12 +179,17 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
         torch.set_rng_state(resume["rng"]["torch"])
         if torch.cuda.is_available() and resume["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(resume["rng"]["cuda"])
+    if loop.say is not None:
+        loop.say(f"training {_count(epochs - start, 'epoch')}, "
+                 f"{_count(total_steps - step, 'step')} of {batch} images"
+                 + (f", from epoch {start + 1}" if start else ""))
     bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-                   BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
+                   BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
                    TimeRemainingColumn(), disable=not loop.progress, transient=True)
     with bar:
-        task = bar.add_task("fit", total=total_steps, completed=step, epoch=start, epochs=epochs,
-                            loss=float("nan"))
+        # a dash until the first step gives a loss
+        task = bar.add_task("fit", total=total_steps, completed=step, epoch=start + 1,
+                            epochs=epochs, loss="-")
         for epoch in range(start, epochs):
             if (new_plan := plan_for(epoch)) != plan:
                 plan = new_plan
@@ -222,7 +228,7 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
                 seen += len(idx)
                 step += 1
                 if loop.progress and i % 10 == 0:
-                    bar.update(task, loss=loss.item())
+                    bar.update(task, loss=f"{loss.item():.3f}")
                 bar.update(task, advance=1, epoch=epoch + 1)
             elapsed = time.perf_counter() - started
             if not torch.isfinite(loss_sum):  # checked once per epoch: no sync per step
@@ -248,9 +254,16 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
                 bar.console.print(f"epoch {epoch + 1}/{epochs}"
                                   f"  train/loss {metrics['train/loss']:.4f}"
                                   f"  val/loss {val_loss:.4f}  val/acc {val_acc:.4f}"
-                                  f"  {metrics['throughput/img_s']:.0f} img/s")
+                                  f"  {metrics['throughput/img_s']:.0f} img/s"
+                                  # the head alone, on features computed once: say why it is fast
+                                  + (" (cached features)" if on_features else ""),
+                                  soft_wrap=True)  # a narrow terminal folds it, not rich
             on_epoch(epoch, metrics)
     return history
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _state(model: nn.Module, optimizer: torch.optim.Optimizer, history: History, step: int,

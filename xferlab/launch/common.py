@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
@@ -98,6 +98,24 @@ def runtime(cfg: DictConfig, parallel_jobs: int = 1) -> tuple[torch.device, bool
     return device, bf16
 
 
+def status(cfg: DictConfig, launch: tracking.Launch) -> Callable[[str], None] | None:
+    """`say(what)`: one plain line to stderr on what the next seconds go to, e.g. `xferlab:
+    loading animal_mnist` (`xferlab #3:` in a sweep's job 3, `xferlab t7:` in trial 7); None
+    with trainer.progress=false."""
+    if not cfg.trainer.progress:
+        return None
+    job = launch.sweep_tags.get("sweep.job")
+    who = launch.prefix.rstrip("·") or (f"#{job}" if job is not None else "")
+    lead = f"xferlab {who}: " if who else "xferlab: "
+
+    def say(what: str) -> None:
+        # one write per line: the lines of jobs running at once (joblib) never mix within one
+        sys.stderr.write(f"{lead}{what}\n")
+        sys.stderr.flush()
+
+    return say
+
+
 def training_subset(d: DictConfig, ds: data.Datasets) -> tuple[np.ndarray, data.Split]:
     """The (nested, stratified) training subset: its indices into the pool, and the split."""
     subset = data.subset_indices(ds.train.labels, fraction=d.fraction, shots=d.shots,
@@ -105,14 +123,15 @@ def training_subset(d: DictConfig, ds: data.Datasets) -> tuple[np.ndarray, data.
     return subset, ds.train.take(subset)
 
 
-def placed_model(cfg: DictConfig, ds: data.Datasets, device: torch.device) -> tuple[
+def placed_model(cfg: DictConfig, ds: data.Datasets, device: torch.device,
+                 say: Callable[[str], None] | None = None) -> tuple[
         heads.TransferModel, backbones.LoadReport, sources.Source | None, bool]:
     """The model from its pretrained source (a source xferlab built, else
     `backbone.pretrained`) on the device, in the memory format of `trainer.channels_last`; the
-    source; whether that format is channels_last."""
+    source; whether that format is channels_last. `say` (see `status`) names what is built."""
     source = sources.lookup(cfg)
     model, report = build_model(cfg, ds, f"file:{source.path}" if source
-                                else cfg.backbone.pretrained)
+                                else cfg.backbone.pretrained, say)
     channels_last = cfg.trainer.channels_last == "true" or (
         cfg.trainer.channels_last == "auto"
         and (device.type == "cuda" or convolutional(model.backbone)))
@@ -142,13 +161,23 @@ def load_data(d: DictConfig) -> data.Datasets:
     return ds
 
 
-def build_model(cfg: DictConfig, ds: data.Datasets, pretrained: str) -> tuple[
+def build_model(cfg: DictConfig, ds: data.Datasets, pretrained: str,
+                say: Callable[[str], None] | None = None) -> tuple[
         heads.TransferModel, backbones.LoadReport]:
     """Backbone from its pretrained source (random for a strategy that starts from scratch),
     adapted by the strategy (e.g. LoRA's adapters), and the head."""
     strategy = freezing.STRATEGIES.build(cfg.freeze.strategy, cfg.freeze)
+    weights = pretrained if strategy.pretrained else "none"
+    if say is not None:
+        if weights == "none":  # backbone.pretrained=none, or a strategy that starts from scratch
+            what = "random weights" + ("" if strategy.pretrained
+                                       else f" (freeze={cfg.freeze.strategy})")
+        else:  # as given (source:glyphs), then the file it stands for
+            named = cfg.backbone.pretrained
+            what = f"weights {named}" + ("" if weights == named else f" ({weights})")
+        say(f"building {cfg.backbone.name} with {what}")
     backbone, report = backbones.create_backbone(
-        cfg.backbone.name, pretrained=pretrained if strategy.pretrained else "none",
+        cfg.backbone.name, pretrained=weights,
         in_chans=ds.in_chans, image_size=ds.image_size,
         drop_path_rate=cfg.backbone.drop_path_rate,
         tracking_uri=tracking.resolve_uri(cfg.tracking.uri))

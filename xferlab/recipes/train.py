@@ -55,11 +55,16 @@ def train(cfg: DictConfig, launch: tracking.Launch,
     if problems:
         raise config.ConfigError(problems)
     device, bf16 = common.runtime(cfg, launch.parallel_jobs)
+    say = common.status(cfg, launch)  # a line on each step that takes seconds
 
     # ---- data, before the store (a bad dataset then leaves no store behind): the full pool,
     # then the (nested, stratified) training subset
+    if say:
+        say(f"loading {cfg.data.name}")
     ds = common.load_data(cfg.data)
     subset, train_split = common.training_subset(cfg.data, ds)
+    if say and cfg.data.eval_sets:
+        say(f"building {len(cfg.data.eval_sets)} evaluation set(s) (data.eval_sets)")
     eval_sets = evaluate.build_sets(list(cfg.data.eval_sets), test=ds.test, classes=ds.classes,
                                     image_size=ds.image_size, in_chans=ds.in_chans,
                                     seed=cfg.data.seed, cache_dir=common.CACHE_DIR)
@@ -76,7 +81,7 @@ def train(cfg: DictConfig, launch: tracking.Launch,
               file=sys.stderr)
 
     # ---- model: backbone from its pretrained source, head, layer groups, optimizer
-    model, load_report, source, channels_last = common.placed_model(cfg, ds, device)
+    model, load_report, source, channels_last = common.placed_model(cfg, ds, device, say)
     if cfg.trainer.compile:
         model.compile()  # in place: parameter names (checkpoints, layer groups) stay as they are
     groups = freezing.layer_groups(model)
@@ -100,7 +105,7 @@ def train(cfg: DictConfig, launch: tracking.Launch,
                        label_smoothing=cfg.optim.label_smoothing,
                        augment=data.AUGMENTATIONS[cfg.data.augment], penalty=penalty,
                        progress=cfg.trainer.progress, channels_last=channels_last,
-                       workers=cfg.data.workers)
+                       workers=cfg.data.workers, say=say)
     schedule = engine.lr_schedule(sched.name, sched.warmup_frac,
                                   **{k: sched[k] for k in optim.SCHEDULES.own_keys(sched.name)})
     # frozen phases come first (linear_probe, lp_ft, gradual); the cache is keyed by the
@@ -192,6 +197,10 @@ def train(cfg: DictConfig, launch: tracking.Launch,
         # ---- test and the evaluation sets with the best-validation weights (through the
         # cache if they never moved)
         model.load_state_dict(history.best_state)
+        if say:
+            sets = f" and {len(eval_sets)} evaluation set(s)" if eval_sets else ""
+            say(f"evaluating the best weights on val and test "
+                f"({len(ds.val) + len(ds.test)} images){sets}")
         frozen = cache is not None and all(plan_for(e).backbone_frozen
                                            for e in range(len(history.epochs)))
         final = evaluate.evaluate_final(functools.partial(logits_of, frozen=frozen),
