@@ -14,16 +14,21 @@ import start-up, data and model loading, feature extraction, validation, the eva
 end, tracking and plots. Each repeat is the same measurement (no variants to interleave); with
 --repeats > 1 the figures are medians and an interval of the wall time is printed.
 
-    python experiments/benchmarks/demo.py [--repeats 1] [overrides...]
+    python experiments/benchmarks/demo.py [--repeats 1] [--keep DIR] [overrides...]
+
+--keep DIR keeps the last repeat's project (its outputs/ less the caches) in DIR: a real demo
+store to open with `xferlab ui` (the README's screenshots come from one).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from _bench import REPO, child_env, project, result, tail, xferlab
 from mlflow.tracking import MlflowClient
@@ -38,7 +43,7 @@ def demo_grid() -> list[str]:
     return found[1].split()
 
 
-def once(grid: list[str]) -> dict[str, float]:
+def once(grid: list[str], keep: Path | None) -> dict[str, float]:
     with project() as folder:
         log = folder / "demo.log"
         with log.open("w") as out:
@@ -57,6 +62,10 @@ def once(grid: list[str]) -> dict[str, float]:
         # jobs at a time: conf/experiment/demo.yaml's n_jobs (2), unless an override changes it
         parallel = int(next(o.split("=")[1] for o in [*grid, "hydra.launcher.n_jobs=2"]
                             if o.startswith("hydra.launcher.n_jobs=")))
+        if keep is not None:
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.copytree(folder / "outputs", keep / "outputs", symlinks=True,
+                            ignore=shutil.ignore_patterns("cache", "sources"))
         return {"wall_s": wall, "steps_s": steps, "runs": len(runs),
                 "outside_share": 1 - steps / (wall * parallel)}
 
@@ -64,11 +73,14 @@ def once(grid: list[str]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep the last repeat's project (outputs/ less caches) here")
     parser.add_argument("overrides", nargs="*", help="more xferlab train overrides")
     args = parser.parse_args()
     grid = [*demo_grid(), "trainer.progress=false", *args.overrides]
     print("timing: xferlab train " + " ".join(grid), file=sys.stderr)
-    samples = [once(grid) for _ in range(args.repeats)]
+    samples = [once(grid, args.keep if i == args.repeats - 1 else None)
+               for i in range(args.repeats)]
 
     def middle(key: str) -> float:
         values = sorted(s[key] for s in samples)
