@@ -16,7 +16,7 @@ end, tracking and plots. Each repeat is the same measurement (no variants to int
 
     python experiments/benchmarks/demo.py [--repeats 1] [--keep DIR] [overrides...]
 
---keep DIR keeps the last repeat's project (its outputs/ less the caches) in DIR: a real demo
+--keep DIR runs the last repeat's project in DIR and leaves it there: a real demo
 store to open with `xferlab ui` (the README's screenshots come from one).
 """
 
@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 import subprocess
 import sys
 import time
@@ -43,8 +45,18 @@ def demo_grid() -> list[str]:
     return found[1].split()
 
 
+@contextmanager
+def kept(folder: Path) -> Iterator[Path]:
+    """`folder` emptied and made a project like `project()`'s, left in place (the artifacts'
+    URIs in the store are absolute: the store is only whole where it was written)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "outputs").mkdir(parents=True)
+    (folder / "outputs" / "sources").symlink_to(Path("outputs/sources").resolve())
+    yield folder.resolve()
+
+
 def once(grid: list[str], keep: Path | None) -> dict[str, float]:
-    with project() as folder:
+    with kept(keep) if keep is not None else project() as folder:
         log = folder / "demo.log"
         with log.open("w") as out:
             started = time.perf_counter()
@@ -62,10 +74,6 @@ def once(grid: list[str], keep: Path | None) -> dict[str, float]:
         # jobs at a time: conf/experiment/demo.yaml's n_jobs (2), unless an override changes it
         parallel = int(next(o.split("=")[1] for o in [*grid, "hydra.launcher.n_jobs=2"]
                             if o.startswith("hydra.launcher.n_jobs=")))
-        if keep is not None:
-            shutil.rmtree(keep, ignore_errors=True)
-            shutil.copytree(folder / "outputs", keep / "outputs", symlinks=True,
-                            ignore=shutil.ignore_patterns("cache", "sources"))
         return {"wall_s": wall, "steps_s": steps, "runs": len(runs),
                 "outside_share": 1 - steps / (wall * parallel)}
 
@@ -74,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--keep", type=Path, default=None,
-                        help="keep the last repeat's project (outputs/ less caches) here")
+                        help="run the last repeat's project here and keep it")
     parser.add_argument("overrides", nargs="*", help="more xferlab train overrides")
     args = parser.parse_args()
     grid = [*demo_grid(), "trainer.progress=false", *args.overrides]
