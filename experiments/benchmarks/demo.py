@@ -25,11 +25,11 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from _bench import REPO, child_env, project, result, tail, xferlab
