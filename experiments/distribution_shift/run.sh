@@ -34,6 +34,10 @@ report() {  # add a table to report.md: report <data.name> <metrics> <plot> [mor
     --metric "$2" --rows freeze --cols data.fraction --plot "$OUT/$3" "${@:4}" \
     --out "$REPORT" --append > /dev/null
 }
+blocks() {  # add a table of the block_k runs to report.md: blocks <data.name> <metrics>
+  $XL report --experiment distribution_shift --where "data.name=$1" --where freeze=block_k \
+    --metric "$2" --rows freeze.k --min-n 2 --out "$REPORT" --append > /dev/null
+}
 section() { printf '\n%s\n\n' "$1" >> "$REPORT"; }  # a heading
 
 echo "# Distribution shift: in- and out-of-distribution accuracy and calibration" > "$REPORT"
@@ -44,11 +48,16 @@ report digits test/acc,eval/mnist_5k/acc digits_id_ood.png --paired-vs linear_pr
 section "## Q2. One block fine-tuned (block_k) vs full fine-tuning, by shift"
 python "$OUT/block_heatmap.py" --experiment distribution_shift --fraction 1.0 \
   --out "$OUT/blocks.md" --plot "$OUT/blocks_heatmap.png" >> "$REPORT"
+section "### Every block: animal_mnist, ID and the mean of the 8 corruptions (100% of the labels)"
+blocks animal_mnist test/acc,eval/corrupt-3/acc
+section "### Every block: digits and mnist_5k (100% of the labels)"
+blocks digits test/acc,eval/mnist_5k/acc
 section "## Q3. Calibration on animal_mnist: ECE before and after temperature scaling, ID and OOD"
 report animal_mnist test/ece,test/ece_ts,eval/corrupt-3/ece,eval/corrupt-3/ece_ts \
   animals_ece.png
 section "## Q3. Calibration on digits: ECE before and after temperature scaling, ID and OOD"
 report digits test/ece,test/ece_ts,eval/mnist_5k/ece,eval/mnist_5k/ece_ts digits_ece.png
-section "## Q3. NLL before and after temperature scaling, and the fitted temperature"
+section "## Q3. animal_mnist: test NLL before and after temperature scaling, and the temperature"
 report animal_mnist test/nll,test/nll_ts,test/temperature animals_nll.png
+section "## Q3. digits: test NLL before and after temperature scaling, and the temperature"
 report digits test/nll,test/nll_ts,test/temperature digits_nll.png  # the footer ends the report
