@@ -18,7 +18,7 @@ def test_options_are_found_recursively_and_counted():
     assert len(ALL_OPTIONS) == len(yaml_files)
     assert {"backbone", "head", "freeze", "data", "optim", "sched", "trainer", "tracking",
             "experiment"} <= set(GROUPS)
-    assert len(options("freeze")) == 9
+    assert len(options("freeze")) == 10
 
 
 @pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from tests.conftest import store_uri
-from xferlab import figures
+from xferlab import figures, tracking
 from xferlab.evaluate import reliability, reliability_figure
 from xferlab.tracking import artifacts
 
@@ -107,12 +107,12 @@ def test_png_is_200_dpi_and_pdf_and_svg_are_vector(tmp_path):
     assert figures.save(fig, tmp_path / "again.svg").read_text() == svg  # no date inside
 
 
-def test_a_runs_figures_are_logged_at_200_dpi_with_its_caption(tmp_path, monkeypatch):
+def test_a_runs_figures_are_logged_at_200_dpi_with_its_caption(tmp_path):
     uri = store_uri(tmp_path)
     (tmp_path / "outputs").mkdir()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # as a run does (tracking.setup): an earlier test in this process may have set another
+    exp = tracking.setup(uri, "figures")
     client = MlflowClient(uri)
-    exp = client.create_experiment("figures", artifact_location=(tmp_path / "art").as_uri())
     run_id = client.create_run(exp, tags={"git.commit": COMMIT, "git.dirty": "True"}
                                ).info.run_id
     (tmp_path / "ckpt").mkdir()
