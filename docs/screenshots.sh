@@ -7,7 +7,7 @@ set -euo pipefail
 PROJECT=$(realpath "$1"); OUT=$(realpath "${2:-docs}"); PORT=${PORT:-5055}
 XL=${XL:-xferlab}
 cd "$PROJECT"
-$XL ui --port "$PORT" > "$OUT/.ui.log" 2>&1 &
+$XL ui --port "$PORT" > /dev/null 2>&1 &
 UI=$!
 trap 'kill $UI 2>/dev/null || true' EXIT
 for _ in $(seq 60); do curl -sf "http://127.0.0.1:$PORT/health" > /dev/null && break; sleep 1; done
@@ -21,10 +21,10 @@ runs = client.search_runs([exp.experiment_id], "params.`freeze.strategy` = 'full
 print(exp.experiment_id, runs[0].info.run_id)
 PY
 )
-shot() {  # shot <file> <url>: the page as a 1440x900 browser window shows it, once it has drawn
+shot() {  # shot <file> <url>: the page as a 1920x1080 browser window shows it, once it has drawn
   chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
     --disable-background-networking --disable-component-update --disable-sync \
-    --user-data-dir="$(mktemp -d)" --hide-scrollbars --window-size=1440,900 \
+    --user-data-dir="$(mktemp -d)" --hide-scrollbars --window-size=1920,1080 \
     --virtual-time-budget=20000 --screenshot="$OUT/$1" "$2" 2> /dev/null
 }
 UIURL="http://127.0.0.1:$PORT"
