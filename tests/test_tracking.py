@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -60,6 +63,28 @@ def test_ctrl_c_before_the_run_is_open_ends_it_killed(store):
     with pytest.raises(KeyboardInterrupt), tracking.run(store, "e", name="n", tags={}):
         raise KeyboardInterrupt
     assert _only_run(store)[1].info.status == "KILLED"
+
+
+class _InterruptsInDel:
+    """Ctrl-C while Python runs a __del__, where it drops the KeyboardInterrupt raised
+    ("Exception ignored in …"): what made a Ctrl-C in test_resume now and then leave the run."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)  # the handler runs here, inside __del__
+
+
+def test_a_ctrl_c_python_swallowed_still_ends_the_run_killed(store):
+    with pytest.raises(KeyboardInterrupt), tracking.run(store, "e", name="n", tags={}) as run:
+        _InterruptsInDel()  # dropped at once: its __del__ runs, the interrupt is swallowed
+        with pytest.raises(KeyboardInterrupt):  # the next epoch's metrics raise it again
+            tracking.log_metrics(run.run_id, {"val/acc": 0.5}, step=1)
+    assert _only_run(store)[1].info.status == "KILLED"
+    with pytest.raises(KeyboardInterrupt), tracking.run(store, "e", name="m", tags={}):
+        _InterruptsInDel()  # swallowed, and the body ends without another check
+    assert {r.info.status for r in experiment_runs(store, "e")} == {"KILLED"}
+    with tracking.run(store, "e", name="later", tags={}):  # a new run starts clean
+        pass
 
 
 def test_a_store_that_cannot_open_raises_where_the_run_is_needed(tmp_path):

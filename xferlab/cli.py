@@ -92,7 +92,8 @@ def _main(argv: list[str]) -> int:
         return handlers[command](args)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (tracking.run raises it for that too)
         # the run it stopped is already marked KILLED; the traceback would only hide that
-        print(f"xferlab: interrupted ({str(err) or 'Ctrl-C'}): the run is KILLED; with a "
+        signal_name = "Ctrl-C" if str(err) in ("", "SIGINT") else str(err)
+        print(f"xferlab: interrupted ({signal_name}): the run is KILLED; with a "
               "checkpoint, `xferlab train --resume <run id>` goes on", file=sys.stderr)
         return 130
 

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -226,6 +227,9 @@ def run(uri: str | None, experiment: str, *, name: str, tags: dict[str, str],
                 _fail(open_id)
             raise
         else:
+            if _pending:  # Ctrl-C or SIGTERM whose KeyboardInterrupt Python swallowed
+                _end(opened.run_id, "KILLED")
+                raise KeyboardInterrupt(_pending[-1])
             _end(opened.run_id, "FINISHED")
 
 
@@ -233,13 +237,26 @@ def run(uri: str | None, experiment: str, *, name: str, tags: dict[str, str],
 def sigterm_interrupts() -> Iterator[None]:
     """In the block SIGTERM raises KeyboardInterrupt, so a `kill` unwinds like Ctrl-C (runs end
     KILLED, atomic writes drop their temporary files); after it, whatever handled SIGTERM before
-    does again: the handler is process-wide and must not outlive the block (issue 17)."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    does again: the handler is process-wide and must not outlive the block (issue 17).
+
+    Both signals are also remembered (`_pending`): Python drops an exception raised while it
+    runs a weakref callback or a `__del__` ("Exception ignored in …"), and a Ctrl-C that lands
+    there would otherwise be lost; `interrupt_pending` raises it again at the next epoch, and a
+    run that ends with one pending ends KILLED."""
+    _pending.clear()
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        if previous is not None:  # None: set outside Python, and cannot be put back from here
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            if handler is not None:  # None: set outside Python, and cannot be put back from here
+                signal.signal(sig, handler)
+
+
+def interrupt_pending() -> None:
+    """KeyboardInterrupt if a Ctrl-C or SIGTERM arrived and its exception was swallowed."""
+    if _pending and threading.current_thread() is threading.main_thread():
+        raise KeyboardInterrupt(_pending[-1])
 
 
 _warned: set[str] = set()  # experiments checked for stale runs by this process
@@ -293,8 +310,12 @@ def _client() -> MlflowClient:
     return MlflowClient()
 
 
+_pending: list[str] = []  # the signals that raised KeyboardInterrupt in this run's block
+
+
 def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    _pending.append(signal.Signals(signum).name)
+    raise KeyboardInterrupt(_pending[-1])
 
 
 def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
@@ -304,7 +325,9 @@ def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
 
 
 def log_metrics(run_id: str, metrics: Mapping[str, float], step: int) -> None:
-    """One batched call per epoch instead of one request per metric."""
+    """One batched call per epoch instead of one request per metric; a Ctrl-C lost in an
+    epoch (see `sigterm_interrupts`) stops the run here."""
+    interrupt_pending()
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
