@@ -58,6 +58,19 @@ def test_the_first_eight_series_differ_in_marker_line_style_and_colour():
         assert len({str(s[part]) for s in styles}) == 8, part
 
 
+def test_a_strategy_keeps_its_style_in_every_plot_and_others_go_in_order():
+    full = figures.styles(["freeze"], [("full",)])[0]
+    assert figures.styles(["params.freeze.strategy"], [("scratch",), ("full",)])[1] == full
+    assert figures.styles(["freeze"], [("lp_ft",), ("full",), ("linear_probe",)])[1] == full
+    in_order = [figures.series(0), figures.series(1)]
+    assert figures.styles(["seed"], [(3,), (1,)]) == in_order  # not an option group
+    assert figures.styles(["freeze"], [("full",), ("mine",)]) == in_order  # an unknown option
+    # the 1st and 9th options share a colour: in one plot they go in order instead
+    options = list(figures.VALUES["freeze"])
+    assert figures.styles(["freeze"], [(options[0],), (options[8],)]) == in_order
+    assert figures.styles(["freeze", "head"], [("full", "mlp")]) == [figures.series(0)]
+
+
 def test_caption_lines_name_data_backbone_seeds_and_commits():
     assert figures.commit_text([(COMMIT, False)] * 3) == "commit 0123456"
     assert figures.commit_text([(COMMIT, True)]) == "commit 0123456 (dirty)"

@@ -113,6 +113,19 @@ def series(i: int) -> dict[str, Any]:
             "linestyle": DASHES[i % len(DASHES)]}
 
 
+def styles(keys: Sequence[str],
+           series_values: Sequence[tuple[object, ...]]) -> list[dict[str, Any]]:
+    """The style of each series, named by its values of `keys`. Series that are options of one
+    group in VALUES keep their option's style, so that full fine-tuning looks the same in every
+    plot of a study; other series (or options that would share a colour here) go in order."""
+    group = _bare(keys[0]).split(".")[0] if len(keys) == 1 else None
+    options = list(VALUES.get(group, {})) if group else []
+    fixed = [options.index(str(v[0])) if str(v[0]) in options else -1 for v in series_values]
+    if -1 in fixed or len({i % len(COLORS) for i in fixed}) < len(fixed):
+        fixed = list(range(len(series_values)))
+    return [series(i) for i in fixed]
+
+
 def styled(draw: Callable[P, R]) -> Callable[P, R]:
     """`draw` run in the shared style: text, lines and axes take it as they are made."""
     @wraps(draw)

@@ -82,12 +82,12 @@ def plot(report: Report) -> Figure:
     fig = figures.figure(0.4 + 4.6 * len(report.metrics), 3.4)
     axes = fig.subplots(1, len(report.metrics), squeeze=False)[0]
     ticks = sorted(table["x"].unique())
-    names = {labels: i for i, labels in enumerate(dict.fromkeys(
-        table[others].itertuples(index=False, name=None)))}  # a series' style in every panel
+    names = list(dict.fromkeys(table[others].itertuples(index=False, name=None)))
+    style_of = dict(zip(names, figures.styles(others, names), strict=True))  # in every panel
     for ax, metric in zip(axes, report.metrics, strict=True):
         for labels, group in table[table["metric"] == metric].groupby(others, sort=False):
             group = group.sort_values("x")
-            style = figures.series(names[labels])
+            style = style_of[labels]
             ax.plot(group["x"], group["mean"], markeredgecolor="white", markeredgewidth=0.6,
                     label=", ".join(map(figures.value_label, others, labels)), **style)
             ax.fill_between(group["x"], group["ci_low"], group["ci_high"], color=style["color"],
