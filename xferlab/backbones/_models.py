@@ -253,7 +253,11 @@ def from_package(module: str, b: Build) -> tuple[nn.Module, LoadReport]:
     cached = WEIGHTS_DIR / f"{module}-{digest}-{name}.safetensors"
     if not cached.is_file():
         state_dict = load_state_dict(str(found[0]), weights_only=True)
-        reference = timm.create_model(name, num_classes=1000).state_dict()
+        # keys and shapes only, on the meta device: a real model would draw its random init
+        # from the seeded generator, and the run converting the file would then differ
+        # from every later run that finds it cached
+        with torch.device("meta"):
+            reference = timm.create_model(name, num_classes=1000).state_dict()
         try:
             converted = _package.to_timm(state_dict, reference)
         except ValueError as e:
