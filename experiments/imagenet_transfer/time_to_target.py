@@ -16,43 +16,38 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from mlflow.tracking import MlflowClient
 
+from xferlab import figures
+from xferlab.report._runs import load
 from xferlab.tracking import resolve_uri
 
-ORDER = ["scratch", "linear_probe", "last_k", "lp_ft", "full"]
-MARKERS = dict(zip(ORDER, "osD^v", strict=True))
+ORDER = ["scratch", "linear_probe", "last_k", "lp_ft", "full"]  # the study's, least retrained first
 
 
 def curves(client: MlflowClient, experiment: str, where: dict[str, str], fraction: float):
-    """strategy -> list of (seconds since start, steps, val/acc) arrays, one per run."""
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
-                              max_results=5000)
+    """strategy -> list of (seconds since start, steps, val/acc) arrays, one per result run
+    (sweep parents, which log the swept values, are left out), and those runs' frame."""
+    runs = load(client, experiment)
+    keep = runs["params.data.fraction"].astype(float) == fraction
+    if "params.data.shots" in runs:  # a fraction, not a number of shots per class
+        keep &= runs["params.data.shots"].isin(["None"]) | runs["params.data.shots"].isna()
+    for key, value in where.items():
+        keep &= runs.get(f"params.{key}") == value
+    runs = runs[keep]
     found = defaultdict(list)
-    for run in runs:
-        p = run.data.params
-        if float(p.get("data.fraction", "nan")) != fraction or p.get("data.shots") not in (
-                None, "None"):
-            continue
-        if any(p.get(k) != v for k, v in where.items()):
-            continue
-        history = sorted(client.get_metric_history(run.info.run_id, "val/acc"),
-                         key=lambda m: m.step)
+    for run_id, run in runs.iterrows():
+        history = sorted(client.get_metric_history(run_id, "val/acc"), key=lambda m: m.step)
         if not history:
             continue
-        seconds = np.array([(m.timestamp - run.info.start_time) / 1000 for m in history])
+        seconds = np.array([(m.timestamp - run["start_time"]) / 1000 for m in history])
         first = history[0].step  # 1, or 0 in runs logged while steps counted epochs from 0
-        steps = np.array([(m.step - first + 1) * int(p["trainer.steps_per_epoch"])
+        steps = np.array([(m.step - first + 1) * int(run["params.trainer.steps_per_epoch"])
                           for m in history])
         acc = np.array([m.value for m in history])
-        found[p["freeze.strategy"]].append((seconds, steps, acc))
-    return found
+        found[run["params.freeze.strategy"]].append((seconds, steps, acc))
+    return found, runs
 
 
 def first_reach(curve, target: float) -> tuple[float, float] | None:
@@ -84,21 +79,34 @@ def table(found, targets: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def figure(found, target: float, title: str):
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=200)
-    for strategy in [s for s in ORDER if s in found]:
+@figures.styled
+def figure(found, target: float, title: str, caption: str):
+    fig = figures.figure(6.4, 4.2)
+    ax = fig.subplots()
+    names = [s for s in ORDER if s in found]
+    for strategy, style in zip(names, figures.styles(["freeze"], [(s,) for s in names]),
+                               strict=True):
         for i, (seconds, _, acc) in enumerate(found[strategy]):
-            ax.plot(seconds, acc, marker=MARKERS[strategy], markersize=3, linewidth=1,
-                    color=f"C{ORDER.index(strategy)}", alpha=0.8,
-                    label=strategy.replace("_", " ") if i == 0 else None)
+            ax.plot(seconds, acc, markersize=3, linewidth=1, alpha=0.8, **style,
+                    label=figures.value_label("freeze", strategy) if i == 0 else None)
     ax.axhline(target, color="grey", linestyle=":", linewidth=1, label=f"target {target:g}")
     ax.set_xlabel("wall time since the run started (s)")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(figures.label("val/acc"))
     ax.set_ylim(0, 1)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    return fig
+    ax.set_title(title)
+    ax.legend(loc="lower right", title=figures.label("freeze"))
+    return figures.caption(fig, caption)
+
+
+def caption(runs) -> str:
+    """Data, backbone, runs per strategy and commit of the runs drawn."""
+    per = runs.groupby("params.freeze.strategy").size()
+    n = f"{per.min()}" if per.min() == per.max() else f"{per.min()} to {per.max()}"
+    commits = zip(runs["tags.git.commit"], runs["tags.git.dirty"] == "True", strict=True)
+    return figures.caption_line(
+        data=", ".join(runs["params.data.name"].unique()),
+        backbone=", ".join(runs["params.backbone.name"].unique()),
+        seeds=f"n = {n} runs per strategy (seed)", commit=figures.commit_text(commits))
 
 
 def main() -> None:
@@ -112,7 +120,7 @@ def main() -> None:
     args = ap.parse_args()
     client = MlflowClient(resolve_uri(None))
     where = dict(w.split("=", 1) for w in args.where)
-    found = curves(client, args.experiment, where, args.fraction)
+    found, runs = curves(client, args.experiment, where, args.fraction)
     if not found:
         raise SystemExit(f"no FINISHED runs at data.fraction={args.fraction} in {args.experiment}")
     scratch_best = float(np.mean([c[2].max() for c in found.get("scratch", [])] or [np.nan]))
@@ -120,9 +128,10 @@ def main() -> None:
     if not np.isnan(scratch_best):
         targets[f"scratch's best ({scratch_best:.3f})"] = scratch_best
     args.out.write_text(table(found, targets) + "\n")
-    title = (f"{where.get('data.name', '')} at data.fraction={args.fraction:g}: validation "
-             f"accuracy vs wall time, {sum(map(len, found.values()))} runs")
-    figure(found, args.target, title).savefig(args.plot)
+    title = (f"{where.get('data.name', '')}, {figures.label('data.fraction')} "
+             f"{args.fraction:g}: validation accuracy vs wall time, "
+             f"{sum(map(len, found.values()))} runs")
+    figures.save(figure(found, args.target, title, caption(runs)), args.plot)
     print(args.out.read_text())
 
 
