@@ -10,11 +10,7 @@ import logging
 import os
 import platform
 import re
-import signal
-import socket
 import subprocess
-import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -31,13 +27,17 @@ from xferlab.tracking._launch import Launch as Launch  # run names and tags
 from xferlab.tracking._links import EXPERIMENT_KIND, links, ui_url
 from xferlab.tracking._links import run_link as run_link  # links into the UI
 from xferlab.tracking._links import runs_link as runs_link
+from xferlab.tracking._signals import interrupt_pending as interrupt_pending
+from xferlab.tracking._signals import pending
+from xferlab.tracking._signals import sigterm_interrupts as sigterm_interrupts
+from xferlab.tracking._stale import HOST_TAG as HOST_TAG  # which process owns a RUNNING run
+from xferlab.tracking._stale import PID_TAG as PID_TAG
+from xferlab.tracking._stale import alive as alive
+from xferlab.tracking._stale import owner, warn_stale
+from xferlab.tracking._stale import stale_runs as stale_runs
 
 if TYPE_CHECKING:
-    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
-
-HOST_TAG, PID_TAG = "xferlab.host", "xferlab.pid"  # which process owns a RUNNING run
-
 
 def resolve_uri(uri: str | None) -> str:
     """`tracking.uri`, else MLFLOW_TRACKING_URI, else the project's SQLite store under outputs/."""
@@ -125,12 +125,6 @@ class StopRun(Exception):
         self.tags = dict(tags)
 
 
-def owner() -> dict[str, str]:
-    """Tags naming this process: a run RUNNING whose process is gone was killed (SIGKILL, OOM,
-    power) and is found by `stale_runs`."""
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
-
-
 @cache
 def versions() -> dict[str, str]:
     """The versions a result depends on, as tags: python and the libraries that compute it."""
@@ -141,38 +135,6 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             tags[f"versions.{package}"] = "none"
     return tags
-
-
-def alive(run: Run) -> bool:
-    """Whether the run's process may still be running it (runs of other hosts count as alive:
-    their processes cannot be seen from here)."""
-    tags = run.data.tags
-    if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
-        return True
-    try:
-        os.kill(int(tags[PID_TAG]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def stale_runs(client: MlflowClient, experiment_ids: list[str]) -> list[Run]:
-    """Runs left RUNNING by a process of this host that no longer exists."""
-    running = client.search_runs(experiment_ids, filter_string="attributes.status = 'RUNNING'")
-    return [r for r in running if not alive(r)]
-
-
-def warn_stale(client: MlflowClient, experiment: str) -> None:
-    """One warning line when the experiment holds runs whose process died while RUNNING."""
-    found = client.get_experiment_by_name(experiment)
-    stale = stale_runs(client, [found.experiment_id]) if found else []
-    if stale:
-        ids = ", ".join(r.info.run_id for r in stale[:3]) + (", …" if len(stale) > 3 else "")
-        print(f"xferlab: warning: {len(stale)} run(s) in experiment {experiment!r} are RUNNING "
-              f"but their process is gone ({ids}): they are not results; `xferlab runs --stale` "
-              "lists them, `xferlab train --resume <run id>` continues one", file=sys.stderr)
 
 
 class OpenRun:
@@ -227,36 +189,10 @@ def run(uri: str | None, experiment: str, *, name: str, tags: dict[str, str],
                 _fail(open_id)
             raise
         else:
-            if _pending:  # Ctrl-C or SIGTERM whose KeyboardInterrupt Python swallowed
+            if (swallowed := pending()) is not None:  # a Ctrl-C or SIGTERM Python swallowed
                 _end(opened.run_id, "KILLED")
-                raise KeyboardInterrupt(_pending[-1])
+                raise KeyboardInterrupt(swallowed)
             _end(opened.run_id, "FINISHED")
-
-
-@contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """In the block SIGTERM raises KeyboardInterrupt, so a `kill` unwinds like Ctrl-C (runs end
-    KILLED, atomic writes drop their temporary files); after it, whatever handled SIGTERM before
-    does again: the handler is process-wide and must not outlive the block (issue 17).
-
-    Both signals are also remembered (`_pending`): Python drops an exception raised while it
-    runs a weakref callback or a `__del__` ("Exception ignored in …"), and a Ctrl-C that lands
-    there would otherwise be lost; `interrupt_pending` raises it again at the next epoch, and a
-    run that ends with one pending ends KILLED."""
-    _pending.clear()
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            if handler is not None:  # None: set outside Python, and cannot be put back from here
-                signal.signal(sig, handler)
-
-
-def interrupt_pending() -> None:
-    """KeyboardInterrupt if a Ctrl-C or SIGTERM arrived and its exception was swallowed."""
-    if _pending and threading.current_thread() is threading.main_thread():
-        raise KeyboardInterrupt(_pending[-1])
 
 
 _warned: set[str] = set()  # experiments checked for stale runs by this process
@@ -308,14 +244,6 @@ def _client() -> MlflowClient:
     from mlflow.tracking import MlflowClient
 
     return MlflowClient()
-
-
-_pending: list[str] = []  # the signals that raised KeyboardInterrupt in this run's block
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    _pending.append(signal.Signals(signum).name)
-    raise KeyboardInterrupt(_pending[-1])
 
 
 def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
