@@ -135,7 +135,8 @@ def test_a_runs_figures_are_logged_at_200_dpi_with_its_caption(tmp_path):
     extra = reliability_figure(reliability(logits, labels), reliability(logits / 2, labels))
     artifacts.log_run_artifacts(run_id, tmp_path / "ckpt", cfg=CFG, overrides=[],
                                 history=HISTORY, labels=labels, pred=pred,
-                                classes=["a", "b", "c"], figures={"plots/reliability.png": extra})
+                                classes=["a", "b", "c"],
+                                figures={"plots/reliability.png": lambda: extra})
     assert figures.caption_of(extra) == CAPTION.replace("0123456", "0123456 (dirty)")
     plots = {a.path for a in client.list_artifacts(run_id, "plots")}
     assert plots == {"plots/learning_curves.png", "plots/confusion_matrix.png",

@@ -226,8 +226,8 @@ def train(cfg: DictConfig, launch: tracking.Launch,
             artifacts.log_run_artifacts(
                 run_id, Path(tmp), cfg=yaml, overrides=launch.overrides,
                 history=history.epochs, labels=ds.test.labels, pred=final.pred,
-                classes=ds.classes, figures={"plots/reliability.png": evaluate.reliability_figure(
-                    final.before, final.after)},
+                classes=ds.classes, figures={"plots/reliability.png": lambda: (
+                    evaluate.reliability_figure(final.before, final.after))},
             )
     checkpoint.path_for(run_id).unlink(missing_ok=True)  # FINISHED: the weights are artifacts
     test_acc = final.metrics["test/acc"]

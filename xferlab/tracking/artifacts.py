@@ -7,7 +7,7 @@ and matplotlib. Each call names its run: the run is opened on another thread (`t
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,10 +57,12 @@ def log_subset(run_id: str, name: str, identity: str, labels: torch.Tensor, dige
 
 def log_run_artifacts(run_id: str, checkpoint: Path, *, cfg: str, overrides: list[str],
                       history: list[dict[str, float]], labels: torch.Tensor, pred: torch.Tensor,
-                      classes: list[str], figures: dict[str, Figure]) -> None:
+                      classes: list[str],
+                      figures: Mapping[str, Callable[[], Figure]]) -> None:
     """Resolved config, overrides, checkpoint folder, learning curves, confusion, per-class CSV,
-    and the `figures` the caller drew, by artifact path; every figure gets the run's caption
-    (data, backbone, strategy, fraction, seed, commit) and is logged at 200 dpi."""
+    and the caller's `figures` (by artifact path, each a function that draws it: nothing is
+    drawn, and matplotlib not imported, where this is not called); every figure gets the run's
+    caption (data, backbone, strategy, fraction, seed, commit) and is logged at 200 dpi."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
@@ -73,7 +75,8 @@ def log_run_artifacts(run_id: str, checkpoint: Path, *, cfg: str, overrides: lis
     test_acc = (labels == pred).double().mean().item() if len(labels) else None
     line = run_caption(cfg, client.get_run(run_id).data.tags)
     drawn = {"plots/learning_curves.png": learning_curves_figure(history, test_acc=test_acc),
-             "plots/confusion_matrix.png": confusion_figure(confusion, classes), **figures}
+             "plots/confusion_matrix.png": confusion_figure(confusion, classes),
+             **{path: draw() for path, draw in figures.items()}}
     for path, drawing in drawn.items():
         client.log_figure(run_id, caption(drawing, line), path, save_kwargs=SAVE)
     client.log_text(run_id, _per_class_csv(confusion, classes), "per_class_metrics.csv")
