@@ -9,8 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST, xferlab
+from tests.conftest import FAST, experiment_runs, store_uri, xferlab
 
 
 def test_help_lists_commands(tmp_path):
@@ -81,6 +82,27 @@ def test_help_into_a_closed_pipe_exits_0_quietly(tmp_path, command):
     finally:
         os.close(write)
     assert (out.returncode, out.stderr) == (0, "")
+
+
+def test_a_run_whose_stdout_is_closed_ends_killed_with_one_line(project):
+    """`xferlab train | head -1`: the reader went away, so the user stopped the run; it ends
+    KILLED (not FAILED with a traceback, as if xferlab had a bug) and says so on stderr."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        out = subprocess.run([sys.executable, "-m", "xferlab.cli", "train", *FAST,
+                              "trainer.progress=true", "trainer.epochs=2"], stdout=write,
+                             stderr=subprocess.PIPE, text=True, cwd=project, timeout=300,
+                             check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        os.close(write)
+    [run] = experiment_runs(project)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert run.info.status == "KILLED"
+    assert out.stderr.splitlines()[-1] == (
+        "xferlab: stdout was closed by its reader: stopped; a run this cut is KILLED")
+    artifacts = MlflowClient(store_uri(project)).list_artifacts(run.info.run_id, "error")
+    assert artifacts == []
 
 
 def test_train_help_piped_into_head_exits_0_without_a_traceback(tmp_path):

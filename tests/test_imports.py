@@ -10,10 +10,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "xferlab"
 # `config`, the schemas and registries' machinery every layer stands on).
 LIBRARY = {
     "config": set(), "files": set(), "packages": set(), "plugins": set(), "figures": set(),
+    "console": set(),
     "evaluate": {"data", "figures"}, "scores": set(),
     "data": {"packages"}, "backbones": {"files", "packages"}, "heads": set(),
     "freezing": set(), "optim": {"freezing"}, "tracking": {"figures"},
-    "engine": {"freezing", "optim", "evaluate"}, "features": {"engine", "backbones"},
+    "engine": {"freezing", "optim", "evaluate", "console"}, "features": {"engine", "backbones"},
     "tune": {"tracking"}, "report": {"tracking", "figures"}, "checkpoint": {"files", "tracking"},
 }
 LAUNCH = set(LIBRARY)

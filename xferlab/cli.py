@@ -6,6 +6,7 @@ import os
 import sys
 
 from xferlab import commands
+from xferlab.console import StdoutClosed
 
 USAGE = """usage: xferlab <command> [options] [hydra overrides]
 
@@ -90,6 +91,10 @@ def _main(argv: list[str]) -> int:
                                    f"{close_match(command, list(handlers))}; see `xferlab --help`")
     try:
         return handlers[command](args)
+    except StdoutClosed:  # `xferlab train | head -1`: the user has what they wanted
+        print("xferlab: stdout was closed by its reader: stopped; a run this cut is KILLED",
+              file=sys.stderr)
+        raise BrokenPipeError from None  # main drops what stdout still holds, and exits 0
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (tracking.run raises it for that too)
         # the run it stopped is already marked KILLED; the traceback would only hide that
         signal_name = "Ctrl-C" if str(err) in ("", "SIGINT") else str(err)

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.data import DataLoader
 
+from xferlab.console import console
 from xferlab.engine import _loaders, _lr
 from xferlab.evaluate import class_metrics
 from xferlab.freezing import LayerGroup, Plan, apply_plan, train_mode
@@ -185,7 +186,8 @@ def fit(model: nn.Module, *, groups: list[LayerGroup], plan_for: Callable[[int],
                  + (f", from epoch {start + 1}" if start else ""))
     bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
                    BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                   TimeRemainingColumn(), disable=not loop.progress, transient=True)
+                   TimeRemainingColumn(), disable=not loop.progress, transient=True,
+                   console=console())
     with bar:
         # a dash until the first step gives a loss
         task = bar.add_task("fit", total=total_steps, completed=step, epoch=start + 1,

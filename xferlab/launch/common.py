@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
-from rich.console import Console
 from rich.table import Table
 
 from xferlab import backbones, checkpoint, config, data, freezing, heads, tracking
+from xferlab.console import console
 from xferlab.launch import compose, jobs, sources
 
 # Errors that are the user's to fix: one line, exit code 2, no traceback, no MLflow run.
@@ -223,7 +223,7 @@ def print_summary(title: str, cfg: DictConfig, run_id: str, test_acc: float, his
     table.add_row("test/acc", f"{test_acc:.4f}")
     table.add_row("val/acc_best", f"{history.best_val_acc:.4f} (epoch {history.best_epoch})")
     table.add_row("MLflow run", f"{run_id} in experiment '{cfg.tracking.experiment}'")
-    Console(stderr=False).print(table)
+    console(stderr=False).print(table)
     uri = tracking.resolve_uri(cfg.tracking.uri)
     links = tracking.ui_links(uri, run_id) or {}
     if links:  # whole lines, outside the table: a link folded to fit the terminal opens nothing

@@ -10,9 +10,9 @@ import json
 import sys
 
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
 
 from xferlab import backbones, tracking
+from xferlab.console import console
 from xferlab.files import atomic
 from xferlab.launch import common, jobs, sources
 from xferlab.recipes import train
@@ -23,7 +23,7 @@ def build(src_cfg: DictConfig, launch: tracking.Launch) -> sources.Source:
     from mlflow.tracking import MlflowClient
 
     path = sources.cache_file(src_cfg)
-    Console(stderr=True).print(f"[bold]Building source[/] {path.name}: "
+    console(stderr=True).print(f"[bold]Building source[/] {path.name}: "
                                f"{common.run_name(launch, src_cfg)} "
                                f"({src_cfg.trainer.max_steps} steps, once; cached after)")
     # a FINISHED source run is no source without its weights file: always train here

@@ -15,10 +15,10 @@ from typing import Any, cast
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
 from rich.table import Table
 
 from xferlab import backbones, data, engine, features, scores, tracking
+from xferlab.console import console
 from xferlab.launch import common, compose
 from xferlab.recipes import pretrain
 
@@ -95,8 +95,8 @@ def _print(rows: list[dict], labels: list[str]) -> None:
         spent = sum(row[f"time/{name}_s"] for name in scores.SCORES)
         table.add_row(labels[i], *(f"{row[f'rank/{name}']:.4f}" for name in scores.SCORES),
                       f"{row['time/features_s']:.1f}", f"{spent:.1f}")
-    console = Console()
+    screen = console()
     # logs and pipes get a width that fits the labels, not the 80 columns rich assumes
-    (console if console.is_terminal else Console(width=160)).print(table)
+    (screen if screen.is_terminal else console(width=160)).print(table)
     print("each candidate is an MLflow run tagged kind=rank; set the scores beside fine-tuned "
           "results with `xferlab report --rank`", file=sys.stderr)

@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from xferlab import config, tracking, tune
+from xferlab.console import console
 from xferlab.launch import common, compose
 from xferlab.launch.compose import CONF_DIR
 from xferlab.recipes import pretrain, train
@@ -55,7 +56,7 @@ class Job:
 
 
 def main(args: list[str]) -> int:
-    console = Console(soft_wrap=True)  # one line per trial, also in logs
+    screen = console(soft_wrap=True)  # one line per trial, also in logs
     # ---- every check before anything runs: options, search, configs, storage, study
     try:
         ref, options, overrides = _split(args)
@@ -81,10 +82,10 @@ def main(args: list[str]) -> int:
         "overrides": " ".join(overrides) or "(none)", **tracking.git_tags(Path.cwd())})
     stale = tune.close_stale(study, experiment_id, parent)
     if stale:
-        console.print(f"trials {stale} were left RUNNING by dead workers: now FAIL")
+        screen.print(f"trials {stale} were left RUNNING by dead workers: now FAIL")
     trials = study.get_trials(deepcopy=False)
     done = sum(t.state in tune.COUNTED for t in trials)
-    console.print(f"[bold]study {study_name}[/] ({tracking.masked(location)}): {done} of "
+    screen.print(f"[bold]study {study_name}[/] ({tracking.masked(location)}): {done} of "
                   f"{options.trials} trials there, running {max(0, options.trials - done)} with "
                   f"{options.workers} worker(s); MLflow parent run {parent}")
     job = Job(search, options, overrides, study_name, location, base.tracking.uri,
@@ -105,7 +106,7 @@ def main(args: list[str]) -> int:
         raise
     finally:
         tracking.end_parent(parent, status)
-    return _report(console, study, job, best, crashed)
+    return _report(screen, study, job, best, crashed)
 
 
 def _split(args: list[str]) -> tuple[str, tune.Options, list[str]]:
@@ -215,17 +216,17 @@ def _run_trial(job: Job, study: optuna.Study, trial: optuna.Trial, experiment_id
         outcome = f"after {epochs} epoch(s), val/acc={finished.intermediate_values[epochs]:.4g}"
     else:
         outcome = finished.user_attrs["error"]
-    Console(soft_wrap=True).print(f"[bold]trial {trial.number}[/] {finished.state.name} "
+    console(soft_wrap=True).print(f"[bold]trial {trial.number}[/] {finished.state.name} "
                                   f"{outcome}  {' '.join(tune.as_overrides(values))}")
 
 
-def _report(console: Console, study: optuna.Study, job: Job, best: list[optuna.trial.FrozenTrial],
+def _report(screen: Console, study: optuna.Study, job: Job, best: list[optuna.trial.FrozenTrial],
             crashed: int) -> int:
     """The best trial(s) with the command that reproduces each; the exit code of the launch."""
     for trial in best:
         values = ", ".join(f"{o}={v:.4f}"
                            for o, v in zip(job.search.objective, trial.values, strict=True))
-        console.print(f"[bold]best trial {trial.number}[/]: {values}  (MLflow run "
+        screen.print(f"[bold]best trial {trial.number}[/]: {values}  (MLflow run "
                       f"{trial.user_attrs[tune.RUN_ID]})")
         print("  reproduce: xferlab train "
               + shlex.join([*job.overrides, *tune.as_overrides(trial.params)]))
@@ -233,11 +234,11 @@ def _report(console: Console, study: optuna.Study, job: Job, best: list[optuna.t
     done = sum(t.state in tune.COUNTED for t in trials)
     failed = tune.failures(trials, job.launch)
     if crashed:
-        console.print(f"[red]{crashed} worker(s) crashed: see their output above")
+        screen.print(f"[red]{crashed} worker(s) crashed: see their output above")
     if failed >= job.options.max_failures:
-        console.print(f"[red]stopped after {failed} failed trials (tune.max_failures="
+        screen.print(f"[red]stopped after {failed} failed trials (tune.max_failures="
                       f"{job.options.max_failures}): see tune.error and error/traceback.txt of "
                       "their runs")
     elif done < job.options.trials:
-        console.print(f"{done} of {job.options.trials} trials: run the same command to resume")
+        screen.print(f"{done} of {job.options.trials} trials: run the same command to resume")
     return 1 if crashed or failed >= job.options.max_failures else 0
