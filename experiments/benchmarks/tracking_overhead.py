@@ -7,7 +7,7 @@ does. With tracking off it first replaces xferlab's tracking calls by no-ops: `t
 end), `setup`, `log_params`, `log_metrics`, `set_tags`, `log_missing_epochs`, `ui_links` (the
 summary's links: one read of the run), `git_tags` (two git calls for the run's tags), and
 `artifacts.log_subset` and `log_run_artifacts` (the dataset input, config, checkpoint files, the
-two matplotlib plots, the per-class CSV). Each child writes whether mlflow and matplotlib were
+matplotlib plots, the per-class CSV). Each child writes whether mlflow and matplotlib were
 imported: the benchmark stops unless tracked runs imported mlflow and untracked ones neither.
 What stays in the untracked run is xferlab's own: writing the backbone and head files that the
 tracked run then logs (a temporary folder).
