@@ -20,7 +20,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from xferlab import figures
-from xferlab.report._runs import load
+from xferlab.report import load
 from xferlab.tracking import resolve_uri
 
 ORDER = ["scratch", "linear_probe", "last_k", "lp_ft", "full"]  # the study's, least retrained first

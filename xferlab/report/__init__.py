@@ -24,10 +24,10 @@ from xferlab import figures, tracking
 from xferlab.report import _html, _provenance, _rank, _render, _runs, _stats
 from xferlab.report._rank import RankReport, rank_markdown
 from xferlab.report._render import csv, latex, markdown
-from xferlab.report._runs import DERIVED, UNSET, ReportError, parse_since, same_value
+from xferlab.report._runs import DERIVED, UNSET, ReportError, load, parse_since, same_value
 
 __all__ = ["PAGE", "SUFFIXES", "RankReport", "Report", "ReportError", "client", "csv", "latex",
-           "log", "make", "markdown", "mixed_code", "page", "parse_since", "plot", "rank",
+           "load", "log", "make", "markdown", "mixed_code", "page", "parse_since", "plot", "rank",
            "rank_markdown", "with_provenance"]
 
 SUFFIXES = {"md": ".md", "latex": ".tex", "csv": ".csv"}  # format -> file suffix

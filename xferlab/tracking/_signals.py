@@ -32,8 +32,8 @@ def sigterm_interrupts() -> Iterator[None]:
 
 def interrupt_pending() -> None:
     """KeyboardInterrupt if a Ctrl-C or SIGTERM arrived and its exception was swallowed."""
-    if _pending and threading.current_thread() is threading.main_thread():
-        raise KeyboardInterrupt(_pending[-1])
+    if (name := pending()) is not None and threading.current_thread() is threading.main_thread():
+        raise KeyboardInterrupt(name)
 
 
 def pending() -> str | None:
